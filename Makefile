@@ -1,0 +1,43 @@
+# gpt2lab: two commands set everything up on a fresh machine.
+#   make book   execute every notebook at the default scale and build the site
+#   make test   run the test suite (unit tests + notebooks at smoke scale)
+# Both create .venv and install the project with its dev extras on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch 2.13.0: on PyPI a CUDA build for Linux GPUs; on CPU-only CI machines a local CPU wheel.
+# A GPU user who wants a specific CUDA build: `make TORCH="torch --index-url https://download.pytorch.org/whl/cu126" book`.
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.gpt2lab-installed
+NB_SRC := $(sort $(wildcard notebooks/[0-9]*.md))
+NB_TEST_DIR := build/test-notebooks
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-unit test-notebooks book bench clean
+
+help: ## show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-15s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install gpt2lab with its dev extras (done by test/book)
+
+test: $(STAMP) ## run all tests: pytest suite plus every notebook at smoke scale (nbval)
+	rm -rf $(NB_TEST_DIR) && mkdir -p $(NB_TEST_DIR)
+	for f in $(NB_SRC); do $(BIN)/jupytext --quiet --to ipynb -o $(NB_TEST_DIR)/$$(basename $$f .md).ipynb $$f || exit 1; done
+	GPT2LAB_SCALE=smoke MPLBACKEND=Agg $(BIN)/python -m pytest tests $(NB_TEST_DIR) --nbval-lax -p no:cacheprovider
+
+book: $(STAMP) ## execute every notebook at the default scale (GPT2LAB_SCALE to override) and build the site
+	$(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml --path-output book
+	@echo "Open book/_build/html/index.html"
+
+bench: $(STAMP) ## time the optimization ladder on this machine (results in results/)
+	$(BIN)/python -m gpt2lab bench --rungs all --json results/ladder.jsonl
+
+clean: ## remove build outputs (keeps .venv)
+	rm -rf build book/_build .pytest_cache
