@@ -1,0 +1,3 @@
+from gpt2lab.cli import main
+
+raise SystemExit(main())
