@@ -1,7 +1,8 @@
 """`python -m gpt2lab COMMAND ...`: one entry point, one module per command.
 
 Each command module defines `add_arguments(parser)` and `run(args) -> int | None`. A `UserError`
-(bad path, bad number, missing data) prints one clear line and exits 2, with no traceback.
+(bad path, bad number, missing data) prints one clear line and exits 2, with no traceback; a diverged
+training run exits 3 the same way.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from gpt2lab.errors import UserError
+from gpt2lab.errors import GPT2LabError
 
 COMMANDS = {
     "prepare": ("gpt2lab.prepare", "tokenize a corpus (Hugging Face dataset or local files) into uint16 shards"),
@@ -34,9 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
-    except UserError as e:
+    except GPT2LabError as e:
         print(f"gpt2lab {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print(f"gpt2lab {args.command}: interrupted", file=sys.stderr)
         return 130

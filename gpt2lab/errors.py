@@ -1,8 +1,20 @@
-"""The one exception type that means "the user asked for something we cannot do".
+"""Errors the command line reports as one clear line instead of a traceback.
 
-The CLI prints its message on one line and exits 2; anything else is a bug and keeps its traceback.
+Anything else is a bug and keeps its traceback.
 """
 
 
-class UserError(Exception):
-    pass
+class GPT2LabError(Exception):
+    exit_code = 1
+
+
+class UserError(GPT2LabError):
+    """The user asked for something we cannot do: a bad path, a bad number, missing data."""
+
+    exit_code = 2
+
+
+class TrainingDiverged(GPT2LabError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+    exit_code = 3

@@ -1,0 +1,205 @@
+"""Token shards on disk and the loader that turns them into (x, y) batches.
+
+A dataset folder holds `manifest.json` and shards `shard_000000.bin`, ... Each shard is a flat array of
+uint16 token ids (GPT-2's 50257 ids fit in 16 bits, halving disk and memory against int32). Every document
+starts with `<|endoftext|>`, so document boundaries can be recovered from the tokens alone; documents may
+continue from one shard into the next. Shard 0 is the validation split, the rest are training.
+
+Shards are written to a temporary name and renamed into place, and the manifest records each shard's
+token count and sha256: a partial or corrupt shard is refused with an error that names the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gpt2lab.errors import UserError
+from gpt2lab.tokenizer import EOT_ID
+
+MANIFEST = "manifest.json"
+FORMAT = "gpt2lab-shards-v1"
+DTYPE = np.uint16
+
+
+def shard_name(index: int) -> str:
+    return f"shard_{index:06d}.bin"
+
+
+def sha256_of(path: Path, chunk: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_shard(folder: Path, index: int, tokens: np.ndarray) -> dict:
+    """Write one shard atomically; returns its manifest entry."""
+    tokens = np.ascontiguousarray(tokens, dtype=DTYPE)
+    path = folder / shard_name(index)
+    atomic_write_bytes(path, tokens.tobytes())
+    return {
+        "file": path.name,
+        "split": "val" if index == 0 else "train",
+        "tokens": int(tokens.size),
+        "sha256": hashlib.sha256(tokens.tobytes()).hexdigest(),
+    }
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise UserError(f"{folder} is not a prepared dataset (no {MANIFEST}); run `python -m gpt2lab prepare` first")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON: {e}") from None
+    if manifest.get("format") != FORMAT:
+        raise UserError(f"{path}: unknown format {manifest.get('format')!r}, expected {FORMAT!r}")
+    return manifest
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    atomic_write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+
+
+def open_shard(folder: Path, entry: dict, verify: bool = True) -> np.ndarray:
+    """Memory-map a shard after checking its size (always) and its sha256 (when verify)."""
+    path = folder / entry["file"]
+    if not path.is_file():
+        raise UserError(f"shard {path} listed in the manifest is missing")
+    expected = entry["tokens"] * np.dtype(DTYPE).itemsize
+    if path.stat().st_size != expected:
+        raise UserError(f"shard {path} is truncated or corrupt: {path.stat().st_size} bytes, manifest says {expected}")
+    if verify and sha256_of(path) != entry["sha256"]:
+        raise UserError(f"shard {path} is corrupt: its sha256 does not match the manifest")
+    return np.memmap(path, dtype=DTYPE, mode="r")
+
+
+def permute_documents(tokens: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The shard's documents in a random order (a copy). Documents start at each <|endoftext|>;
+    a leading piece continued from the previous shard counts as one document."""
+    starts = np.flatnonzero(tokens == EOT_ID)
+    if starts.size == 0 or starts[0] != 0:
+        starts = np.concatenate([[0], starts])
+    bounds = np.append(starts, tokens.size)
+    order = rng.permutation(starts.size)
+    return np.concatenate([tokens[bounds[i] : bounds[i + 1]] for i in order])
+
+
+@dataclass
+class LoaderState:
+    epoch: int = 0
+    shard: int = 0  # index into this epoch's shard order
+    pos: int = 0  # token offset of the current global batch within the (permuted) shard
+
+
+class ShardLoader:
+    """Yields (x, y) int64 batches of shape (B, T) from one split, forever (epoch after epoch).
+
+    Each global batch is world_size * B * T consecutive tokens; rank r takes the r-th slice, so ranks never
+    read the same token and together cover every full global batch. For the training split, the shard order
+    and the document order inside each shard are re-permuted every epoch from (seed, epoch): the same seed
+    gives the same stream on any number of ranks. Validation is read in file order.
+    `state_dict()` / `load_state_dict()` restore the exact position.
+    """
+
+    def __init__(self, folder, split: str, batch_size: int, seq_len: int, rank: int = 0, world_size: int = 1,
+                 seed: int = 1337, permute: bool | None = None, verify: bool = True):
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if batch_size < 1 or seq_len < 1:
+            raise UserError(f"batch size and sequence length must be positive, got B={batch_size}, T={seq_len}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world of size {world_size}")
+        self.folder = Path(folder)
+        manifest = read_manifest(self.folder)
+        self.entries = [e for e in manifest["shards"] if e["split"] == split]
+        if not self.entries:
+            raise UserError(f"{self.folder} has no {split} shards")
+        self.B, self.T, self.rank, self.world = batch_size, seq_len, rank, world_size
+        self.global_tokens = batch_size * seq_len * world_size
+        usable = [e for e in self.entries if e["tokens"] > self.global_tokens]
+        if not usable:
+            biggest = max(e["tokens"] for e in self.entries)
+            raise UserError(
+                f"{split} shards in {self.folder} are too small for one batch: need more than "
+                f"B*T*world = {self.global_tokens} tokens per shard, the largest has {biggest}"
+            )
+        self.entries = usable
+        self.seed = seed
+        self.permute = (split == "train") if permute is None else permute
+        self.verify = verify
+        self.state = LoaderState()
+        self._cache: tuple[tuple[int, int], np.ndarray] | None = None
+        self._verified: set[str] = set()
+
+    def _order(self, epoch: int) -> list[int]:
+        if not self.permute:
+            return list(range(len(self.entries)))
+        return [int(i) for i in np.random.default_rng((self.seed, epoch)).permutation(len(self.entries))]
+
+    def _tokens(self) -> np.ndarray:
+        key = (self.state.epoch, self.state.shard)
+        if self._cache is None or self._cache[0] != key:
+            index = self._order(self.state.epoch)[self.state.shard]
+            entry = self.entries[index]
+            verify = self.verify and entry["file"] not in self._verified
+            tokens = open_shard(self.folder, entry, verify=verify)
+            self._verified.add(entry["file"])
+            if self.permute:
+                tokens = permute_documents(tokens, np.random.default_rng((self.seed, self.state.epoch, index)))
+            self._cache = (key, tokens)
+        return self._cache[1]
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self._tokens()
+        start = self.state.pos + self.rank * self.B * self.T
+        chunk = torch.from_numpy(tokens[start : start + self.B * self.T + 1].astype(np.int64))
+        x, y = chunk[:-1].view(self.B, self.T), chunk[1:].view(self.B, self.T)
+        self._advance(tokens.size)
+        return x, y
+
+    def _advance(self, shard_tokens: int) -> None:
+        self.state.pos += self.global_tokens
+        if self.state.pos + self.global_tokens + 1 > shard_tokens:  # next global batch would not fit
+            self.state.pos = 0
+            self.state.shard += 1
+            if self.state.shard == len(self.entries):
+                self.state.shard = 0
+                self.state.epoch += 1
+
+    def reset(self) -> None:
+        self.state = LoaderState()
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.state.epoch, "shard": self.state.shard, "pos": self.state.pos,
+                "seed": self.seed, "global_tokens": self.global_tokens}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["global_tokens"] != self.global_tokens or state["seed"] != self.seed:
+            raise UserError(
+                "the checkpoint's data position was saved with a different global batch or seed "
+                f"({state['global_tokens']} tokens, seed {state['seed']}; now {self.global_tokens}, seed {self.seed})"
+            )
+        self.state = LoaderState(state["epoch"], state["shard"], state["pos"])
+
+    def batches_per_epoch(self) -> int:
+        return sum((e["tokens"] - 1) // self.global_tokens for e in self.entries)

@@ -1,0 +1,67 @@
+"""Distributed data parallel, set up from torchrun's environment variables.
+
+`torchrun --nproc_per_node=8 -m gpt2lab train ...` sets RANK, LOCAL_RANK and WORLD_SIZE for each process;
+a plain `python -m gpt2lab train` has none of them and runs as a world of one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def ddp(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_master(self) -> bool:
+        return self.rank == 0
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    if preference != "auto":
+        return torch.device(preference)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def init(device: str = "auto") -> DistInfo:
+    """Join the process group if launched by torchrun: nccl on CUDA (one GPU per process), gloo on CPU."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return DistInfo(device=pick_device(device))
+    rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+    dev = pick_device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return DistInfo(rank, local_rank, world, dev)
+
+
+def mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The average of `t` over all ranks (gloo has no AVG, so sum and divide)."""
+    if not info.ddp:
+        return t
+    t = t.clone()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t / info.world_size
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,177 @@
+"""`python -m gpt2lab prepare`: tokenize a corpus into uint16 shards (see gpt2lab.data for the format).
+
+Every source goes through Hugging Face `datasets` in streaming mode, so a local jsonl/parquet/txt file is
+read by the same code path as FineWeb-Edu on the hub. Tokenization runs in worker processes that each
+encode a batch of documents and send back one uint16 array: pickling a compact array instead of millions
+of Python ints is what makes this faster than mapping `encode_ordinary` over documents one by one.
+Interrupted runs resume: finished shards are kept and the stream skips the documents they hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import multiprocessing as mp
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from gpt2lab import data
+from gpt2lab.corpus import CORPORA, corpus_path
+from gpt2lab.errors import UserError
+from gpt2lab.tokenizer import EOT_ID, get_encoding
+
+DEFAULT_SOURCE = "HuggingFaceFW/fineweb-edu"
+DEFAULT_NAME = "sample-10BT"
+DEFAULT_SHARD_SIZE = 100_000_000
+LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
+DOCS_PER_TASK = 256
+
+
+def iter_documents(source: str, name: str | None = None, split: str = "train", text_field: str = "text") -> Iterator[str]:
+    """The text of each document of `source`: a packaged corpus name, a local file or folder, or a hub dataset."""
+    import datasets  # imported here: the GPU boxes that only train have no `datasets`
+
+    if source in CORPORA:
+        source = corpus_path(source)
+    path = Path(source)
+    if path.exists():
+        files = sorted(p for p in path.rglob("*") if p.suffix in LOCAL_BUILDERS) if path.is_dir() else [path]
+        kinds = {LOCAL_BUILDERS.get(p.suffix) for p in files}
+        if not files or None in kinds or len(kinds) != 1:
+            raise UserError(f"{source}: need .jsonl, .json, .parquet or .txt files of one kind, found {[p.name for p in files]}")
+        builder = kinds.pop()
+        extra = {"sample_by": "document"} if builder == "text" else {}  # a .txt file is one document
+        ds = datasets.load_dataset(builder, data_files=[str(p) for p in files], split="train", streaming=True, **extra)
+    else:
+        if source.startswith((".", "/", "~")) or path.suffix in LOCAL_BUILDERS or source.count("/") > 1:
+            raise UserError(f"{source}: no such file or folder")
+        ds = datasets.load_dataset(source, name=name, split=split, streaming=True)
+
+    def texts():
+        for i, row in enumerate(ds):
+            if text_field not in row:
+                raise UserError(f"{source}: row {i} has no {text_field!r} column (columns: {sorted(row)})")
+            yield row[text_field]
+
+    return texts()  # a plain function around the generator, so a bad source fails here, not mid-run
+
+
+def encode_documents(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens of a batch of documents, each preceded by <|endoftext|>, plus each document's length."""
+    ids = get_encoding().encode_ordinary_batch(texts, num_threads=1)
+    lengths = np.fromiter((len(t) + 1 for t in ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.uint16, count=int(lengths.sum()) - len(ids))
+    starts = np.concatenate([[0], np.cumsum(lengths[:-1] - 1)])
+    return np.insert(flat, starts, EOT_ID), lengths
+
+
+def _batched(it: Iterable[str], n: int) -> Iterator[list[str]]:
+    it = iter(it)
+    while batch := list(itertools.islice(it, n)):
+        yield batch
+
+
+def prepare(source: str, out_dir: str | os.PathLike, name: str | None = None, split: str = "train",
+            shard_size: int = DEFAULT_SHARD_SIZE, max_tokens: int | None = None, workers: int | None = None,
+            text_field: str = "text", progress: bool = True) -> dict:
+    """Write shards of `shard_size` tokens (shard 0 = validation) into out_dir; returns the manifest."""
+    if shard_size < 2:
+        raise UserError(f"--shard-size must be at least 2 tokens, got {shard_size}")
+    if max_tokens is not None and max_tokens < 1:
+        raise UserError(f"--max-tokens must be positive, got {max_tokens}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    params = {"source": str(source), "name": name, "split": split, "text_field": text_field,
+              "shard_size": shard_size, "max_tokens": max_tokens}
+    manifest = {"format": data.FORMAT, "dtype": "uint16", "eot": EOT_ID, "params": params, "shards": [], "complete": False}
+    if (out / data.MANIFEST).exists():
+        old = data.read_manifest(out)
+        if old["params"] != params:
+            raise UserError(f"{out} holds shards prepared with other settings {old['params']}; use another --out")
+        if old["complete"]:
+            return old
+        manifest["shards"] = [e for e in old["shards"] if (out / e["file"]).is_file()]
+        for entry in manifest["shards"]:  # a shard from an interrupted run is trusted only if it checks out
+            data.open_shard(out, entry, verify=True)
+    done = manifest["shards"]
+    docs_done = done[-1]["docs_done"] if done else 0
+    carry = done[-1]["carry"] if done else 0  # tokens of document `docs_done` already in the last shard
+    written = sum(e["tokens"] for e in done)
+    budget = max_tokens - written if max_tokens is not None else None
+
+    docs = itertools.islice(iter_documents(source, name, split, text_field), docs_done, None)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=max_tokens, initial=written, unit="tok", unit_scale=True, disable=not progress,
+               desc=f"prepare {Path(str(source)).name}")
+    buf = np.empty(shard_size, dtype=np.uint16)
+    fill = 0
+    workers = workers or min(os.cpu_count() or 1, 16)
+    tasks = _batched(docs, DOCS_PER_TASK)
+    pool = mp.get_context("spawn").Pool(workers) if workers > 1 else None
+    try:
+        results = pool.imap(encode_documents, tasks) if pool else map(encode_documents, tasks)
+        for tokens, lengths in results:
+            stripped = carry  # the first document's head already sits in the previous shard
+            if carry:
+                tokens, lengths = tokens[carry:], lengths.copy()
+                lengths[0] -= carry
+            ends = np.cumsum(lengths)  # end offset of each document inside `tokens`
+            offset = 0
+            while offset < tokens.size and budget != 0:
+                take = min(shard_size - fill, tokens.size - offset, budget if budget is not None else tokens.size)
+                buf[fill : fill + take] = tokens[offset : offset + take]
+                fill, offset = fill + take, offset + take
+                if budget is not None:
+                    budget -= take
+                bar.update(take)
+                if fill == shard_size:
+                    full_docs = int(np.searchsorted(ends, offset, side="right"))
+                    entry = data.write_shard(out, len(done), buf)
+                    entry["docs_done"] = docs_done + full_docs
+                    entry["carry"] = offset - int(ends[full_docs - 1]) if full_docs else offset + stripped
+                    done.append(entry)
+                    data.write_manifest(out, manifest)
+                    fill = 0
+            docs_done += lengths.size
+            carry = 0
+            if budget == 0:
+                break
+        if fill:
+            done.append({**data.write_shard(out, len(done), buf[:fill]), "docs_done": docs_done, "carry": 0})
+    finally:
+        if pool:
+            pool.terminate()
+        bar.close()
+    if not done:
+        raise UserError(f"{source}: no documents to tokenize")
+    manifest["complete"] = True
+    data.write_manifest(out, manifest)
+    return manifest
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", default=DEFAULT_SOURCE,
+                   help=f"hub dataset id, local .jsonl/.parquet/.txt file or folder, or a packaged corpus "
+                        f"({', '.join(CORPORA)}) (default: {DEFAULT_SOURCE})")
+    p.add_argument("--name", default=None, help=f"hub dataset config (default for FineWeb-Edu: {DEFAULT_NAME})")
+    p.add_argument("--split", default="train", help="hub dataset split (default: train)")
+    p.add_argument("--text-field", default="text", help="column holding the document text (default: text)")
+    p.add_argument("--out", required=True, help="output folder for shards and manifest.json")
+    p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="tokens per shard (default: 100M)")
+    p.add_argument("--max-tokens", type=int, default=None, help="stop after this many tokens")
+    p.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: number of CPUs)")
+
+
+def run(args: argparse.Namespace) -> int:
+    name = args.name if args.name or args.source != DEFAULT_SOURCE else DEFAULT_NAME
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    manifest = prepare(args.source, args.out, name=name, split=args.split, shard_size=args.shard_size,
+                       max_tokens=args.max_tokens, workers=args.workers, text_field=args.text_field)
+    total = sum(e["tokens"] for e in manifest["shards"])
+    print(f"{args.out}: {len(manifest['shards'])} shards, {total:,} tokens (shard 0 is validation)")
+    return 0

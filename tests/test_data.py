@@ -1,0 +1,201 @@
+import json
+
+import numpy as np
+import pytest
+
+from gpt2lab import data, tokenizer
+from gpt2lab.cli import main
+from gpt2lab.errors import UserError
+from gpt2lab.prepare import encode_documents, prepare
+
+DOCS = [f"Document {i}: " + "lorem ipsum dolor sit amet " * (i % 9 + 1) for i in range(300)]
+DOCS[7] = "a very long document " * 400  # spans several shards
+
+
+def reference_stream(docs):
+    return np.concatenate([[tokenizer.EOT_ID] + tokenizer.encode(t) for t in docs]).astype(np.uint16)
+
+
+def read_all(folder, manifest):
+    return np.concatenate([np.fromfile(folder / e["file"], dtype=np.uint16) for e in manifest["shards"]])
+
+
+@pytest.fixture
+def jsonl(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(DOCS)))
+    return path
+
+
+def test_encode_documents_puts_eot_before_each_document():
+    tokens, lengths = encode_documents(["Hello", "", "Hello, I'm a language model,"])
+    assert tokens.tolist() == [50256, 15496, 50256, 50256, 15496, 11, 314, 1101, 257, 3303, 2746, 11]
+    assert lengths.tolist() == [2, 1, 9]
+
+
+def test_prepare_jsonl_round_trip(jsonl, tmp_path, no_network):
+    out = tmp_path / "shards"
+    manifest = prepare(str(jsonl), out, shard_size=1000, workers=1, progress=False)
+    assert manifest["complete"] and manifest["shards"][0]["split"] == "val"
+    assert {e["split"] for e in manifest["shards"][1:]} == {"train"}
+    assert all(e["tokens"] == 1000 for e in manifest["shards"][:-1])
+    np.testing.assert_array_equal(read_all(out, manifest), reference_stream(DOCS))
+
+
+def test_prepare_parquet_with_worker_processes(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": DOCS[:50]}), tmp_path / "docs.parquet")
+    manifest = prepare(str(tmp_path / "docs.parquet"), tmp_path / "out", shard_size=500, workers=2, progress=False)
+    np.testing.assert_array_equal(read_all(tmp_path / "out", manifest), reference_stream(DOCS[:50]))
+
+
+def test_prepare_packaged_corpus_is_one_document(tmp_path):
+    manifest = prepare("tinyshakespeare", tmp_path, shard_size=100_000, workers=1, progress=False)
+    assert sum(e["tokens"] for e in manifest["shards"]) == 338025 + 1
+    assert [e["tokens"] for e in manifest["shards"]] == [100_000, 100_000, 100_000, 38026]
+
+
+def test_prepare_resumes_after_interruption(jsonl, tmp_path):
+    full = prepare(str(jsonl), tmp_path / "a", shard_size=700, workers=1, progress=False)
+    # simulate a crash after shard 3: later shards never written, manifest not complete
+    out = tmp_path / "b"
+    first = prepare(str(jsonl), out, shard_size=700, workers=1, progress=False)
+    cut = dict(first, complete=False, shards=first["shards"][:4])
+    data.write_manifest(out, cut)
+    for e in first["shards"][4:]:
+        (out / e["file"]).unlink()
+    assert any(e["carry"] for e in cut["shards"])  # the cut falls inside a document
+    resumed = prepare(str(jsonl), out, shard_size=700, workers=1, progress=False)
+    assert resumed == full
+    np.testing.assert_array_equal(read_all(out, resumed), reference_stream(DOCS))
+
+
+def test_prepare_max_tokens_and_settings_mismatch(jsonl, tmp_path):
+    m = prepare(str(jsonl), tmp_path, shard_size=1000, max_tokens=2500, workers=1, progress=False)
+    assert [e["tokens"] for e in m["shards"]] == [1000, 1000, 500]
+    with pytest.raises(UserError, match="prepared with other settings"):
+        prepare(str(jsonl), tmp_path, shard_size=999, workers=1, progress=False)
+
+
+def test_corrupt_and_truncated_shards_are_refused(jsonl, tmp_path):
+    m = prepare(str(jsonl), tmp_path, shard_size=1000, workers=1, progress=False)
+    shard = tmp_path / m["shards"][1]["file"]
+    raw = bytearray(shard.read_bytes())
+    raw[10] ^= 0xFF
+    shard.write_bytes(raw)
+    with pytest.raises(UserError, match=f"shard {shard} is corrupt"):
+        data.open_shard(tmp_path, m["shards"][1])
+    shard.write_bytes(raw[:-6])
+    with pytest.raises(UserError, match=f"shard {shard} is truncated"):
+        data.open_shard(tmp_path, m["shards"][1], verify=False)
+
+
+@pytest.fixture
+def shards(tmp_path):
+    """Training data whose token at each position is easy to track: 6 train shards + val."""
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    entries = []
+    for i in range(7):
+        n = 3000 + 100 * i
+        tokens = rng.integers(0, 50000, n).astype(np.uint16)
+        tokens[rng.choice(n, 40, replace=False)] = tokenizer.EOT_ID  # document boundaries
+        entries.append(data.write_shard(folder, i, tokens))
+    data.write_manifest(folder, {"format": data.FORMAT, "shards": entries, "complete": True})
+    return folder
+
+
+def positions(loader, steps):
+    """Which (epoch, shard, offset) input tokens each batch covered."""
+    seen = []
+    for _ in range(steps):
+        s = loader.state
+        start = s.pos + loader.rank * loader.B * loader.T
+        seen.extend((s.epoch, s.shard, start + k) for k in range(loader.B * loader.T))
+        loader.next_batch()
+    return seen
+
+
+def test_ranks_are_disjoint_and_cover_the_epoch(shards):
+    world, B, T = 3, 2, 16
+    loaders = [data.ShardLoader(shards, "train", B, T, rank=r, world_size=world, seed=5) for r in range(world)]
+    steps = loaders[0].batches_per_epoch()
+    seen = [positions(ld, steps) for ld in loaders]
+    sets = [set(s) for s in seen]
+    assert all(len(s) == steps * B * T for s in sets)
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    union = set().union(*sets)
+    order = loaders[0]._order(0)  # `shard` in the state indexes this epoch's shard order
+    sizes = [loaders[0].entries[i]["tokens"] for i in order]
+    expected = {(0, k, p) for k, n in enumerate(sizes) for p in range((n - 1) // (world * B * T) * world * B * T)}
+    assert union == expected
+    assert all(ld.state.epoch == 1 and ld.state.shard == 0 and ld.state.pos == 0 for ld in loaders)
+
+
+def test_world_of_one_reads_the_same_tokens_as_two_ranks(shards):
+    one = data.ShardLoader(shards, "train", 4, 8, seed=3)
+    two = [data.ShardLoader(shards, "train", 2, 8, rank=r, world_size=2, seed=3) for r in range(2)]
+    for _ in range(30):
+        x, y = one.next_batch()
+        parts = [ld.next_batch() for ld in two]
+        assert np.array_equal(x.flatten(), np.concatenate([p[0].flatten() for p in parts]))
+        assert np.array_equal(y.flatten(), np.concatenate([p[1].flatten() for p in parts]))
+
+
+def test_targets_are_inputs_shifted_by_one(shards):
+    x, y = data.ShardLoader(shards, "val", 3, 10, seed=0).next_batch()
+    assert x.dtype == y.dtype == np.int64 or str(x.dtype) == "torch.int64"
+    flat = data.open_shard(shards, data.read_manifest(shards)["shards"][0])[:31].astype(np.int64)
+    assert x.flatten().tolist() == flat[:30].tolist() and y.flatten().tolist() == flat[1:31].tolist()
+
+
+def test_permutation_is_per_epoch_and_seeded(shards):
+    def epoch_tokens(seed, epoch):
+        ld = data.ShardLoader(shards, "train", 2, 16, seed=seed)
+        ld.load_state_dict({**ld.state_dict(), "epoch": epoch})
+        return np.concatenate([ld.next_batch()[0].flatten() for _ in range(ld.batches_per_epoch())])
+
+    a0, a1, b0 = epoch_tokens(1, 0), epoch_tokens(1, 1), epoch_tokens(2, 0)
+    assert np.array_equal(a0, epoch_tokens(1, 0))
+    assert not np.array_equal(a0, a1) and not np.array_equal(a0, b0)
+    # a permutation moves whole documents: the multiset of tokens per shard is unchanged
+    m = data.read_manifest(shards)["shards"]
+    raw = data.open_shard(shards, m[1])
+    perm = data.permute_documents(raw, np.random.default_rng(0))
+    assert np.array_equal(np.sort(raw), np.sort(perm)) and not np.array_equal(raw, perm)
+    assert perm[0] == tokenizer.EOT_ID or perm[0] == raw[0]
+
+
+def test_resume_equals_uninterrupted_read(shards):
+    ref = data.ShardLoader(shards, "train", 2, 32, seed=9)
+    expected = [ref.next_batch()[0] for _ in range(150)]
+    first = data.ShardLoader(shards, "train", 2, 32, seed=9)
+    got = [first.next_batch()[0] for _ in range(77)]
+    state = json.loads(json.dumps(first.state_dict()))  # survives serialization
+    second = data.ShardLoader(shards, "train", 2, 32, seed=9)
+    second.load_state_dict(state)
+    got += [second.next_batch()[0] for _ in range(73)]
+    assert all(np.array_equal(a, b) for a, b in zip(expected, got))
+    other = data.ShardLoader(shards, "train", 4, 32, seed=9)
+    with pytest.raises(UserError, match="different global batch"):
+        other.load_state_dict(state)
+
+
+def test_loader_errors(shards, tmp_path):
+    with pytest.raises(UserError, match="not a prepared dataset"):
+        data.ShardLoader(tmp_path / "nothing", "train", 2, 8)
+    with pytest.raises(UserError, match="too small for one batch"):
+        data.ShardLoader(shards, "train", 64, 1024)
+
+
+def test_prepare_cli_errors(tmp_path, capsys):
+    assert main(["prepare", "--source", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gpt2lab prepare: error:") and "no such file" in err and "\n" not in err
+    assert main(["prepare", "--source", "tinyshakespeare", "--out", str(tmp_path / "o"), "--shard-size", "0"]) == 2
+    (tmp_path / "bad.jsonl").write_text('{"body": "x"}\n')
+    assert main(["prepare", "--source", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "o2")]) == 2
+    assert "no 'text' column" in capsys.readouterr().err
