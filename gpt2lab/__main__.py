@@ -1,3 +1,4 @@
 from gpt2lab.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # guard: spawned worker processes import this module too
+    raise SystemExit(main())

@@ -10,18 +10,17 @@ Interrupted runs resume: finished shards are kept and the stream skips the docum
 from __future__ import annotations
 
 import argparse
-import itertools
 import multiprocessing as mp
 import os
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 
 from gpt2lab import data
 from gpt2lab.corpus import CORPORA, corpus_path
 from gpt2lab.errors import UserError
-from gpt2lab.tokenizer import EOT_ID, get_encoding
+from gpt2lab.tokenizer import EOT_ID, encode_documents, get_encoding
 
 DEFAULT_SOURCE = "HuggingFaceFW/fineweb-edu"
 DEFAULT_NAME = "sample-10BT"
@@ -30,8 +29,10 @@ LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".tx
 DOCS_PER_TASK = 256
 
 
-def iter_documents(source: str, name: str | None = None, split: str = "train", text_field: str = "text") -> Iterator[str]:
-    """The text of each document of `source`: a packaged corpus name, a local file or folder, or a hub dataset."""
+def iter_document_batches(source: str, name: str | None = None, split: str = "train", text_field: str = "text",
+                          skip: int = 0, batch_size: int = DOCS_PER_TASK) -> Iterator[list[str]]:
+    """Lists of document texts from `source` (a packaged corpus name, a local file or folder, or a hub dataset),
+    after skipping the first `skip` documents. Batches, because `datasets` yields them far faster than rows."""
     import datasets  # imported here: the GPU boxes that only train have no `datasets`
 
     if source in CORPORA:
@@ -50,28 +51,21 @@ def iter_documents(source: str, name: str | None = None, split: str = "train", t
             raise UserError(f"{source}: no such file or folder")
         ds = datasets.load_dataset(source, name=name, split=split, streaming=True)
 
-    def texts():
-        for i, row in enumerate(ds):
-            if text_field not in row:
-                raise UserError(f"{source}: row {i} has no {text_field!r} column (columns: {sorted(row)})")
-            yield row[text_field]
+    def batches():
+        for batch in ds.skip(skip).iter(batch_size=batch_size):
+            if text_field not in batch:
+                raise UserError(f"{source}: no {text_field!r} column (columns: {sorted(batch)})")
+            yield batch[text_field]
 
-    return texts()  # a plain function around the generator, so a bad source fails here, not mid-run
-
-
-def encode_documents(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Tokens of a batch of documents, each preceded by <|endoftext|>, plus each document's length."""
-    ids = get_encoding().encode_ordinary_batch(texts, num_threads=1)
-    lengths = np.fromiter((len(t) + 1 for t in ids), dtype=np.int64, count=len(ids))
-    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.uint16, count=int(lengths.sum()) - len(ids))
-    starts = np.concatenate([[0], np.cumsum(lengths[:-1] - 1)])
-    return np.insert(flat, starts, EOT_ID), lengths
+    return batches()  # a plain function around the generator, so a bad source fails here, not mid-run
 
 
-def _batched(it: Iterable[str], n: int) -> Iterator[list[str]]:
-    it = iter(it)
-    while batch := list(itertools.islice(it, n)):
-        yield batch
+def _worker_pool(workers: int):
+    """Tokenizer processes. Where fork exists they inherit the already-loaded BPE tables and start in
+    milliseconds; they run only tiktoken, never torch, so forking a process that imported torch is safe."""
+    get_encoding()
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    return mp.get_context(method).Pool(workers)
 
 
 def prepare(source: str, out_dir: str | os.PathLike, name: str | None = None, split: str = "train",
@@ -102,7 +96,7 @@ def prepare(source: str, out_dir: str | os.PathLike, name: str | None = None, sp
     written = sum(e["tokens"] for e in done)
     budget = max_tokens - written if max_tokens is not None else None
 
-    docs = itertools.islice(iter_documents(source, name, split, text_field), docs_done, None)
+    tasks = iter_document_batches(source, name, split, text_field, skip=docs_done)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=max_tokens, initial=written, unit="tok", unit_scale=True, disable=not progress,
@@ -110,8 +104,7 @@ def prepare(source: str, out_dir: str | os.PathLike, name: str | None = None, sp
     buf = np.empty(shard_size, dtype=np.uint16)
     fill = 0
     workers = workers or min(os.cpu_count() or 1, 16)
-    tasks = _batched(docs, DOCS_PER_TASK)
-    pool = mp.get_context("spawn").Pool(workers) if workers > 1 else None
+    pool = _worker_pool(workers) if workers > 1 else None
     try:
         results = pool.imap(encode_documents, tasks) if pool else map(encode_documents, tasks)
         for tokens, lengths in results:

@@ -6,7 +6,8 @@ import pytest
 from gpt2lab import data, tokenizer
 from gpt2lab.cli import main
 from gpt2lab.errors import UserError
-from gpt2lab.prepare import encode_documents, prepare
+from gpt2lab.prepare import prepare
+from gpt2lab.tokenizer import encode_documents
 
 DOCS = [f"Document {i}: " + "lorem ipsum dolor sit amet " * (i % 9 + 1) for i in range(300)]
 DOCS[7] = "a very long document " * 400  # spans several shards
@@ -198,4 +199,4 @@ def test_prepare_cli_errors(tmp_path, capsys):
     assert main(["prepare", "--source", "tinyshakespeare", "--out", str(tmp_path / "o"), "--shard-size", "0"]) == 2
     (tmp_path / "bad.jsonl").write_text('{"body": "x"}\n')
     assert main(["prepare", "--source", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "o2")]) == 2
-    assert "no 'text' column" in capsys.readouterr().err
+    assert "no 'text' column (columns: ['body'])" in capsys.readouterr().err
