@@ -84,9 +84,15 @@ PRESETS: dict[str, TrainConfig] = {
     # Minutes on a 2-core laptop: a 4-layer, 128-wide GPT on Tiny Shakespeare (~300k train tokens).
     "cpu-tiny-shakespeare": TrainConfig(
         model="cpu-small", data="tinyshakespeare", shard_size=33_800, batch_size=16, seq_len=128,
-        total_batch=4096, max_steps=300, warmup_steps=30, max_lr=3e-3, rung="fused_adamw", compile=False,
-        autocast="none", device="cpu", log_every=25, val_every=50, val_steps=8, hellaswag_every=0,
-        sample_every=150, sample_prompt="ROMEO:", checkpoint_every=100,
+        total_batch=2048, max_steps=200, warmup_steps=20, max_lr=3e-3, rung="fused_adamw", compile=False,
+        autocast="none", device="cpu", log_every=25, val_every=25, val_steps=8, hellaswag_every=0,
+        sample_every=100, sample_prompt="ROMEO:", checkpoint_every=100,
+    ),
+    # The video's first debugging runs: GPT-2 124M on Tiny Shakespeare, B=16, T=1024, all GPU speed-ups on.
+    "gpu-tiny-shakespeare": TrainConfig(
+        model="gpt2", data="tinyshakespeare", shard_size=33_800, batch_size=16, seq_len=1024,
+        total_batch=16_384, max_steps=100, warmup_steps=10, max_lr=6e-4, device="cuda", log_every=10,
+        val_every=25, val_steps=2, hellaswag_every=0, sample_every=50, checkpoint_every=100,
     ),
     # Seconds: exercises every code path in tests and in the notebooks' smoke scale.
     "smoke": TrainConfig(

@@ -203,3 +203,20 @@ class ShardLoader:
 
     def batches_per_epoch(self) -> int:
         return sum((e["tokens"] - 1) // self.global_tokens for e in self.entries)
+
+
+def unigram_baseline(folder) -> float:
+    """Validation loss (nats/token) of the best model that ignores context: each token predicted with its
+    training-split frequency (add-one smoothed over GPT-2's vocabulary). A trained GPT must beat it."""
+    manifest = read_manifest(folder)
+    counts = np.ones(50257, dtype=np.float64)  # add-one smoothing: unseen tokens keep non-zero probability
+    val = []
+    for entry in manifest["shards"]:
+        tokens = open_shard(Path(folder), entry, verify=False)
+        if entry["split"] == "train":
+            counts += np.bincount(tokens, minlength=counts.size)[: counts.size]
+        else:
+            val.append(np.asarray(tokens))
+    logp = np.log(counts / counts.sum())
+    val_tokens = np.concatenate(val)
+    return float(-logp[val_tokens].mean())

@@ -59,3 +59,14 @@ def test_shrinking_vocab_is_refused(tmp_path):
     hf_model(tmp_path)
     with pytest.raises(ValueError, match="only pad vocab_size"):
         GPT.from_pretrained(tmp_path, vocab_size=400)
+
+
+def test_reference_pair_offline_falls_back_to_random_weights(no_network):
+    from gpt2lab.pretrained import reference_pair
+
+    pair = reference_pair("gpt2", offline_shape=dict(n_layer=1, n_head=2, n_embd=16, n_positions=32))
+    assert not pair.pretrained and "random weights" in pair.source
+    idx = torch.randint(0, 50257, (1, 12))
+    with torch.no_grad():
+        diff = (pair.ours(idx)[0] - pair.theirs(idx).logits).abs().max().item()
+    assert diff <= 1e-5

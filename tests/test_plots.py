@@ -1,0 +1,30 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+
+from gpt2lab.config import get_preset  # noqa: E402
+from gpt2lab.optim import lr_at  # noqa: E402
+from gpt2lab.plots import plot_losses, plot_schedule  # noqa: E402
+
+
+def test_schedule_plot_shows_the_schedule():
+    cfg = get_preset("gpt2-124m-fineweb10b")
+    fig = plot_schedule({"124M": cfg, "smoke": get_preset("smoke")})
+    line = fig.axes[0].lines[0]
+    x, y = line.get_data()
+    assert x[0] == 0 and x[-1] <= cfg.max_steps
+    assert np.allclose(y, [lr_at(int(s), cfg.optim()) for s in x])
+    assert len(fig.axes) == 2 and fig.axes[1].get_title() == "smoke"
+
+
+def test_loss_plot_reads_the_log(tmp_path):
+    (tmp_path / "log.jsonl").write_text(
+        '{"type": "train", "step": 0, "loss": 9.0}\n{"type": "val", "step": 0, "val_loss": 9.5}\n'
+        '{"type": "train", "step": 1, "loss": 8.0}\n'
+    )
+    fig = plot_losses(tmp_path, baseline=7.0)
+    train, val, base = fig.axes[0].lines
+    assert list(train.get_ydata()) == [9.0, 8.0] and list(val.get_ydata()) == [9.5]
+    assert list(base.get_ydata()) == [7.0, 7.0]
