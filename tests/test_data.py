@@ -200,3 +200,15 @@ def test_prepare_cli_errors(tmp_path, capsys):
     (tmp_path / "bad.jsonl").write_text('{"body": "x"}\n')
     assert main(["prepare", "--source", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "o2")]) == 2
     assert "no 'text' column (columns: ['body'])" in capsys.readouterr().err
+
+
+def test_unigram_baseline_matches_a_hand_computation(tmp_path):
+    folder = tmp_path / "u"
+    folder.mkdir()
+    val = np.array([5, 5, 7], dtype=np.uint16)
+    train = np.array([5, 5, 5, 7, 9, 9], dtype=np.uint16)
+    entries = [data.write_shard(folder, 0, val), data.write_shard(folder, 1, train)]
+    data.write_manifest(folder, {"format": data.FORMAT, "shards": entries, "complete": True})
+    total = 6 + 50257  # add-one smoothing over the vocabulary
+    expected = -(2 * np.log(4 / total) + np.log(2 / total)) / 3
+    assert data.unigram_baseline(folder) == pytest.approx(expected)

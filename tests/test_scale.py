@@ -1,0 +1,32 @@
+import pytest
+
+from gpt2lab.config import PRESETS as TRAIN_PRESETS
+from gpt2lab.model import PRESETS as MODEL_PRESETS
+from gpt2lab.scale import SCALES, pick_scale
+
+
+def test_env_var_forces_the_scale():
+    s = pick_scale({"GPT2LAB_SCALE": "smoke"})
+    assert s.name == "smoke" and "set by GPT2LAB_SCALE" in s.describe()
+
+
+def test_default_follows_the_hardware(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    s = pick_scale({})
+    assert s.name == "cpu" and s.reason == "no CUDA device found"
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        pick_scale({"GPT2LAB_SCALE": "gpu"})
+
+
+def test_unknown_scale_is_refused():
+    with pytest.raises(ValueError, match="choose one of gpu, cpu, smoke"):
+        pick_scale({"GPT2LAB_SCALE": "huge"})
+
+
+@pytest.mark.parametrize("name", list(SCALES))
+def test_scales_name_real_presets(name):
+    s = SCALES[name]
+    assert s.train_preset in TRAIN_PRESETS and s.bench_preset in MODEL_PRESETS
+    assert TRAIN_PRESETS[s.train_preset].device == s.device
