@@ -62,3 +62,11 @@ def load_model(path: str | os.PathLike, device="cpu"):
     model = GPT(GPTConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     return model.to(device)
+
+
+def max_param_diff(a: str | os.PathLike, b: str | os.PathLike) -> float:
+    """Largest absolute difference between the model weights of two checkpoints."""
+    sa, sb = load(a)["model"], load(b)["model"]
+    if sa.keys() != sb.keys():
+        raise UserError("the two checkpoints hold different models")
+    return max((sa[k].float() - sb[k].float()).abs().max().item() for k in sa)

@@ -65,3 +65,15 @@ def mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def launch(argv: list[str], nproc: int, extra: tuple[str, ...] = (), timeout: float | None = None):
+    """Run `python -m gpt2lab ARGV` under torchrun with `nproc` processes on this machine; returns the
+    completed process (stdout and stderr together). What the book uses to show DDP on one machine."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *extra,
+           "-m", "gpt2lab", *argv]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)

@@ -59,3 +59,16 @@ def train_step(
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return StepResult(loss_sum, norm.detach())
+
+
+def capture_gradients(built: Built, next_batch: Callable[[], Batch], grad_accum: int = 1,
+                      grad_clip: float | None = None) -> tuple[StepResult, list[torch.Tensor]]:
+    """Run one `train_step` and return the gradients the optimizer saw (copied just before its update)."""
+    grads: list[torch.Tensor] = []
+    hook = built.optimizer.register_step_pre_hook(
+        lambda *_: grads.extend(p.grad.detach().clone() for p in built.raw.parameters()))
+    try:
+        result = train_step(built, next_batch, grad_accum, grad_clip=grad_clip)
+    finally:
+        hook.remove()
+    return result, grads

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt2lab import checkpoint
+from gpt2lab import checkpoint, dist
 from gpt2lab.cli import main
 from gpt2lab.config import get_preset
 from gpt2lab.errors import TrainingDiverged, UserError
 from gpt2lab.knobs import Knobs, build
 from gpt2lab.model import GPT, get_config
 from gpt2lab.prepare import prepare
-from gpt2lab.step import train_step
+from gpt2lab.step import capture_gradients
 from gpt2lab.train import read_log, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,13 +35,6 @@ def tiny(data, **kw):
     return get_preset("smoke", **{**base, **kw})
 
 
-def captured_grads(built):
-    grads = []
-    built.optimizer.register_step_pre_hook(
-        lambda opt, args, kwargs: grads.append([p.grad.clone() for p in built.raw.parameters()]))
-    return grads
-
-
 def test_grad_accumulation_equals_one_big_batch():
     cfg = get_config("test")
     x = torch.randint(0, cfg.vocab_size, (8, 16))
@@ -49,10 +42,9 @@ def test_grad_accumulation_equals_one_big_batch():
     results = []
     for micro in (1, 4):
         built = build(Knobs(attn="flash"), cfg, "cpu", seed=0)
-        grads = captured_grads(built)
         chunks = iter(zip(x.chunk(micro), y.chunk(micro)))
-        res = train_step(built, lambda: next(chunks), grad_accum=micro, grad_clip=None)
-        results.append((res.loss, grads[0]))
+        res, grads = capture_gradients(built, lambda: next(chunks), grad_accum=micro)
+        results.append((res.loss, grads))
     (loss1, g1), (loss4, g4) = results
     torch.testing.assert_close(loss4, loss1, rtol=1e-6, atol=1e-6)
     for a, b in zip(g1, g4):
@@ -63,11 +55,10 @@ def test_grad_accumulation_equals_one_big_batch():
 def test_clipping_caps_the_global_norm():
     cfg = get_config("test")
     built = build(Knobs(), cfg, "cpu", seed=0)
-    grads = captured_grads(built)
     x = torch.randint(0, cfg.vocab_size, (4, 16))
-    res = train_step(built, lambda: (x, x), grad_clip=1e-3)
+    res, grads = capture_gradients(built, lambda: (x, x), grad_clip=1e-3)
     assert res.grad_norm.item() > 1e-3  # reported norm is the one before clipping
-    clipped = torch.sqrt(sum((g ** 2).sum() for g in grads[0]))
+    clipped = torch.sqrt(sum((g ** 2).sum() for g in grads))
     assert clipped.item() == pytest.approx(1e-3, rel=1e-4)
 
 
@@ -185,14 +176,15 @@ def ddp_args(data, out):
 
 
 def test_ddp_two_processes_match_one_process(shakespeare, tmp_path):
-    proc = torchrun(ddp_args(shakespeare, tmp_path / "ddp"), extra=["--master-port=29531"])
-    out, _ = proc.communicate(timeout=300)
+    proc = dist.launch(ddp_args(shakespeare, tmp_path / "ddp"), nproc=2, timeout=300)
+    out = proc.stdout
     assert proc.returncode == 0, out
     single = run_cli(ddp_args(shakespeare, tmp_path / "single"))
     _, err = single.communicate(timeout=300)
     assert single.returncode == 0, err
     a = torch.load(tmp_path / "ddp" / "latest.pt", weights_only=True)
     b = torch.load(tmp_path / "single" / "latest.pt", weights_only=True)
+    assert checkpoint.max_param_diff(tmp_path / "ddp", tmp_path / "single") < 1e-5
     assert json.loads((tmp_path / "ddp" / "run.json").read_text())["grad_accum"] == 1
     assert json.loads((tmp_path / "single" / "run.json").read_text())["grad_accum"] == 2
     for k in b["model"]:
