@@ -12,6 +12,8 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.gpt2lab-installed
 NB_SRC := $(sort $(wildcard notebooks/[0-9]*.md))
 NB_TEST_DIR := build/test-notebooks
+# The book's HellaSwag chapter reads a local copy when there is one (else it downloads and verifies).
+SHARED_HELLASWAG := $(wildcard ../shared/data/hellaswag/hellaswag_val.jsonl)
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-unit test-notebooks book bench clean
@@ -33,7 +35,8 @@ test: $(STAMP) ## run all tests: pytest suite plus every notebook at smoke scale
 	GPT2LAB_SCALE=smoke MPLBACKEND=Agg $(BIN)/python -m pytest tests $(NB_TEST_DIR) --nbval-lax -p no:cacheprovider
 
 book: $(STAMP) ## execute every notebook at the default scale (GPT2LAB_SCALE to override) and build the site
-	$(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml --path-output book
+	$(if $(SHARED_HELLASWAG),GPT2LAB_HELLASWAG=$${GPT2LAB_HELLASWAG:-$(abspath $(SHARED_HELLASWAG))}) \
+	  $(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml --path-output book
 	@echo "Open book/_build/html/index.html"
 
 bench: $(STAMP) ## time the optimization ladder on this machine (results in results/)
