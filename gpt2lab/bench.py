@@ -105,14 +105,27 @@ def matmul_dtype(knobs: Knobs) -> str:
 # ------------------------------------------------------------------------------------------------ hardware
 
 
-def _cpu_model() -> str:
+def _cpuinfo_field(name: str) -> str | None:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(name):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def _cpu_model() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+def cpu_bf16_instructions() -> list[str] | None:
+    """The CPU's native bf16 instruction sets (Linux only; None where unknown). Without any, bf16 autocast
+    on the CPU converts in software and is expected to be slower than fp32; with them it may not be."""
+    flags = _cpuinfo_field("flags")
+    if flags is None:
+        return None
+    return sorted(f for f in flags.split() if f in ("avx512_bf16", "amx_bf16", "avx_ne_convert"))
 
 
 def hardware_record(device: torch.device | str) -> dict:
@@ -123,6 +136,7 @@ def hardware_record(device: torch.device | str) -> dict:
         "device_name": _cpu_model(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_bf16": cpu_bf16_instructions(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
@@ -475,6 +489,17 @@ def _describe_run(r: RungResult) -> str:
         f"{hw['device_name']} ({hw['device']}, {hw['torch_threads']} threads, torch {hw['torch']}), "
         f"{model} B={r.batch} T={r.seq}"
     )
+
+
+def compare(before: RungResult, after: RungResult) -> tuple[float, str]:
+    """Speed-up of `after` over `before` (ratio of medians) and an honest verdict: "faster" or "slower" only
+    when the two rungs' min-max ranges of step times do not overlap, else "within noise"."""
+    ratio = before.ms_median / after.ms_median
+    if after.ms_max < before.ms_min:
+        return ratio, "faster"
+    if after.ms_min > before.ms_max:
+        return ratio, "slower"
+    return ratio, "within noise"
 
 
 def format_table(results: list[RungResult]) -> str:

@@ -38,8 +38,8 @@ class Scale:
 SCALES = {
     "gpu": Scale("gpu", "cuda", train_preset="gpu-tiny-shakespeare", bench_preset="gpt2", bench_batch=16,
                  bench_seq=1024, bench_steps=20, bench_warmup=5, hellaswag_limit=None),
-    "cpu": Scale("cpu", "cpu", train_preset="cpu-tiny-shakespeare", bench_preset="cpu-small", bench_batch=8,
-                 bench_seq=128, bench_steps=5, bench_warmup=2, hellaswag_limit=500),
+    "cpu": Scale("cpu", "cpu", train_preset="cpu-tiny-shakespeare", bench_preset="cpu-small", bench_batch=4,
+                 bench_seq=128, bench_steps=10, bench_warmup=1, hellaswag_limit=500),
     "smoke": Scale("smoke", "cpu", train_preset="smoke", bench_preset="cpu-tiny", bench_batch=2,
                    bench_seq=32, bench_steps=2, bench_warmup=1, hellaswag_limit=24),
 }

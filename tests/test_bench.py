@@ -218,3 +218,29 @@ def test_cli_bad_input_is_one_line_and_exit_2(bench_only, tmp_path, capsys, args
 def test_cli_cuda_without_a_gpu(bench_only, capsys):
     assert cli.main(["bench", "--device", "cuda"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_hardware_record_reports_cpu_bf16_support(monkeypatch, tmp_path):
+    from gpt2lab import bench
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("model name\t: Test CPU\nflags\t\t: fpu avx2 avx512f avx512_bf16 sse\n")
+    real_path = bench.Path
+    monkeypatch.setattr(bench, "Path", lambda p: real_path(info) if p == "/proc/cpuinfo" else real_path(p))
+    assert bench.cpu_bf16_instructions() == ["avx512_bf16"]
+    record = bench.hardware_record("cpu")
+    assert record["cpu"] == "Test CPU" and record["cpu_bf16"] == ["avx512_bf16"]
+    info.write_text("model name\t: Old CPU\nflags\t\t: fpu avx2\n")
+    assert bench.cpu_bf16_instructions() == []
+
+
+def test_compare_calls_a_difference_only_outside_the_noise():
+    from gpt2lab.bench import RungResult, compare
+
+    def rung(median, lo, hi):
+        return RungResult(rung="x", knobs={}, config={}, preset=None, batch=1, seq=1, steps=3, warmup=0,
+                          device="cpu", hardware={}, started="", ms_median=median, ms_min=lo, ms_max=hi)
+
+    assert compare(rung(100, 95, 110), rung(50, 45, 60)) == (2.0, "faster")
+    assert compare(rung(50, 45, 60), rung(100, 95, 110)) == (0.5, "slower")
+    assert compare(rung(100, 90, 110), rung(95, 85, 105)) == (100 / 95, "within noise")
