@@ -15,7 +15,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -56,8 +55,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--json", default=None, help="write the result here")
     args = ap.parse_args()
-    import torch
-
+    from gpt2lab.bench import hardware_record
     from gpt2lab.corpus import load_text
 
     paragraphs = [p for p in load_text().split("\n\n") if p.strip()]
@@ -80,8 +78,7 @@ def main() -> None:
         "documents": len(docs), "paragraphs_per_doc": args.per_doc, "tokens": tokens["prepare"], "workers": args.workers,
         "baseline_tokens_per_s": rate["baseline"], "prepare_tokens_per_s": rate["prepare"],
         "ratio": rate["prepare"] / rate["baseline"], "times_s": times,
-        "hardware": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                     "torch": torch.__version__, "python": platform.python_version()},
+        "hardware": {**hardware_record("cpu"), "loadavg": os.getloadavg()},
     }
     print(f"{len(docs):,} documents, {tokens['prepare']:,} tokens, {args.workers} workers")
     print(f"baseline (pool.imap encode_ordinary): {rate['baseline']:,.0f} tok/s")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gpt2lab.download import sha256_file
 from gpt2lab.errors import UserError
 from gpt2lab.tokenizer import EOT_ID
 
@@ -30,14 +31,6 @@ DTYPE = np.uint16
 
 def shard_name(index: int) -> str:
     return f"shard_{index:06d}.bin"
-
-
-def sha256_of(path: Path, chunk: int = 1 << 24) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
@@ -88,7 +81,7 @@ def open_shard(folder: Path, entry: dict, verify: bool = True) -> np.ndarray:
     expected = entry["tokens"] * np.dtype(DTYPE).itemsize
     if path.stat().st_size != expected:
         raise UserError(f"shard {path} is truncated or corrupt: {path.stat().st_size} bytes, manifest says {expected}")
-    if verify and sha256_of(path) != entry["sha256"]:
+    if verify and sha256_file(path) != entry["sha256"]:
         raise UserError(f"shard {path} is corrupt: its sha256 does not match the manifest")
     return np.memmap(path, dtype=DTYPE, mode="r")
 

@@ -164,16 +164,22 @@ class GPT(nn.Module):
                 f"token ids must lie in [0, {self.config.vocab_size}); got min {int(idx.min())}, max {int(idx.max())}"
             )
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """Logits (B, T, vocab) and, when targets are given, the mean cross-entropy loss."""
+    def features(self, idx: torch.Tensor) -> torch.Tensor:
+        """The final hidden states (B, T, n_embd), after ln_f: what lm_head turns into logits.
+
+        Callers that need logits at a few positions only (HellaSwag scores ending tokens) apply lm_head to
+        just those rows: at GPT-2's vocabulary the head is most of the forward pass's arithmetic."""
         if not torch.compiler.is_compiling():  # checks that would break the compiled graph run eagerly only
             self._check_input(idx)
-        T = idx.size(1)
-        pos = torch.arange(T, device=idx.device)
+        pos = torch.arange(idx.size(1), device=idx.device)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)
         for block in self.transformer.h:
             x = block(x)
-        logits = self.lm_head(self.transformer.ln_f(x))
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        """Logits (B, T, vocab) and, when targets are given, the mean cross-entropy loss."""
+        logits = self.lm_head(self.features(idx))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))

@@ -21,6 +21,7 @@ from gpt2lab import checkpoint, dist
 from gpt2lab.config import PRESETS, TrainConfig, field_types, get_preset
 from gpt2lab.corpus import CORPORA
 from gpt2lab.data import ShardLoader
+from gpt2lab.download import cache_dir
 from gpt2lab.errors import TrainingDiverged, UserError
 from gpt2lab.knobs import build, get_rung, matmul_precision, unsupported_reason
 from gpt2lab.model import get_config
@@ -29,10 +30,6 @@ from gpt2lab.step import train_step
 from gpt2lab.tokenizer import decode, encode
 
 LOG = "log.jsonl"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("GPT2LAB_CACHE", Path.home() / ".cache" / "gpt2lab"))
 
 
 def resolve_data(cfg: TrainConfig, info: dist.DistInfo) -> Path:

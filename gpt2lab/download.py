@@ -1,0 +1,86 @@
+"""Download a file once into a cache folder, verified by sha256.
+
+Evaluation data must be byte-for-byte the file the reference numbers were measured on, so every fetch
+is checked against a known sha256. The download goes to a temporary file next to the destination and
+is renamed into place only once its hash matches: an interrupted or corrupted download never leaves a
+file that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from tqdm import tqdm
+
+CACHE_ENV = "GPT2LAB_CACHE"
+
+
+class DownloadError(OSError):
+    """The URL could not be read (no network, HTTP error, timeout)."""
+
+
+class ChecksumError(ValueError):
+    """A file's bytes are not the ones expected."""
+
+
+def cache_dir() -> Path:
+    """Where downloads live: $GPT2LAB_CACHE, else ~/.cache/gpt2lab."""
+    return Path(os.environ.get(CACHE_ENV) or "~/.cache/gpt2lab").expanduser()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch(url: str, sha256: str, dest: str | os.PathLike, *, progress: bool = True, timeout: float = 60) -> Path:
+    """`dest`, downloaded from `url` first if it is not there yet; either way its sha256 is checked.
+
+    A cached file with the wrong hash is reported, not silently replaced: it may be a file the user put
+    there on purpose, and deleting it is their call.
+    """
+    dest = Path(dest)
+    if dest.exists():
+        got = sha256_file(dest)
+        if got != sha256:
+            raise ChecksumError(
+                f"{dest} has sha256 {got}, expected {sha256}: it is not the file from {url}; "
+                "delete it to download it again"
+            )
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            got = _copy(url, f, desc=dest.name, progress=progress, timeout=timeout)
+        if got != sha256:
+            raise ChecksumError(f"download of {url} has sha256 {got}, expected {sha256}; nothing was saved to {dest}")
+        os.replace(tmp, dest)  # atomic: readers see no file or the whole verified file
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def _copy(url: str, f, *, desc: str, progress: bool, timeout: float) -> str:
+    """Stream `url` into the open file `f`, returning the sha256 of what was written."""
+    h = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            total = int(r.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar:
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
+                    h.update(chunk)
+                    bar.update(len(chunk))
+    except OSError as e:  # URLError, HTTPError, timeouts and connection resets are all OSErrors
+        reason = getattr(e, "reason", None) or e
+        raise DownloadError(f"could not download {url}: {reason}") from e
+    return h.hexdigest()
