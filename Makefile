@@ -32,7 +32,7 @@ install: $(STAMP) ## create .venv and install gpt2lab with its dev extras (done 
 test: $(STAMP) ## run all tests: pytest suite plus every notebook at smoke scale (nbval)
 	rm -rf $(NB_TEST_DIR) && mkdir -p $(NB_TEST_DIR)
 	for f in $(NB_SRC); do $(BIN)/jupytext --quiet --to ipynb -o $(NB_TEST_DIR)/$$(basename $$f .md).ipynb $$f || exit 1; done
-	GPT2LAB_SCALE=smoke MPLBACKEND=Agg $(BIN)/python -m pytest tests $(NB_TEST_DIR) --nbval-lax -p no:cacheprovider
+	GPT2LAB_SCALE=smoke GPT2LAB_CACHE=$(CURDIR)/build/cache MPLBACKEND=Agg $(BIN)/python -m pytest tests $(NB_TEST_DIR) --nbval-lax -p no:cacheprovider
 
 book: $(STAMP) ## execute every notebook at the default scale (GPT2LAB_SCALE to override) and build the site
 	$(if $(SHARED_HELLASWAG),GPT2LAB_HELLASWAG=$${GPT2LAB_HELLASWAG:-$(abspath $(SHARED_HELLASWAG))}) \

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from gpt2lab.errors import UserError
-from gpt2lab.knobs import RUNGS, Knobs, build, get_rung, matmul_precision, unsupported_reason
+from gpt2lab.knobs import RUNGS, Knobs, build, get_rung, keep_freed_memory, matmul_precision, unsupported_reason
 from gpt2lab.model import GPT, PRESETS, GPTConfig, get_config
 from gpt2lab.reference import VIDEO_A100_LADDER, LadderReference
 from gpt2lab.step import train_step
@@ -410,6 +410,8 @@ def run_ladder(
     ladder = resolve_rungs(rungs)
     check_settings(config, batch, seq, steps, warmup, peak_tflops)
 
+    if device.type == "cpu":
+        keep_freed_memory()  # as the trainer does: big freed tensors stay in the heap
     hardware = hardware_record(device)
     batch_xy = fixed_batch(config, batch, seq, device)
     weights = _initial_weights(config, seed)

@@ -102,6 +102,27 @@ def compile_unavailable_reason(device: torch.device) -> str | None:
     return None
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory instead of returning it to the kernel. Returns whether it could.
+
+    glibc serves allocations above 32 MB with mmap and unmaps them on free, so every CPU training step that
+    allocates GPT-2's (B*T x 50257) logits and their gradient pays for fresh zeroed pages: on a 2-core
+    machine we measured a third of the step in the kernel. Not one of the video's rungs (GPUs have
+    PyTorch's caching allocator); the trainer and the benchmark apply it on CPU, to every rung alike.
+    """
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (e.g. musl)
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+
+
 @contextlib.contextmanager
 def matmul_precision(knobs: Knobs):
     """Set torch's global fp32 matmul precision for the duration, then restore it."""

@@ -23,7 +23,7 @@ from gpt2lab.corpus import CORPORA
 from gpt2lab.data import ShardLoader
 from gpt2lab.download import cache_dir
 from gpt2lab.errors import TrainingDiverged, UserError
-from gpt2lab.knobs import build, get_rung, matmul_precision, unsupported_reason
+from gpt2lab.knobs import build, get_rung, keep_freed_memory, matmul_precision, unsupported_reason
 from gpt2lab.model import get_config
 from gpt2lab.optim import lr_at
 from gpt2lab.step import train_step
@@ -75,6 +75,8 @@ class Trainer:
                                         self.info.rank, self.info.world_size, seed=cfg.seed)
         self.val_loader = ShardLoader(data_dir, "val", cfg.batch_size, cfg.seq_len,
                                       self.info.rank, self.info.world_size, seed=cfg.seed)
+        if self.info.device.type == "cpu":
+            keep_freed_memory()
         self._precision = matmul_precision(knobs)
         self._precision.__enter__()
         self.built = build(knobs, model_cfg, self.info.device, cfg.optim(),

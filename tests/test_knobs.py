@@ -109,3 +109,40 @@ def test_unsupported_reasons(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert "C++ compiler" in unsupported_reason(RUNGS["compile"], "cpu")
     assert unsupported_reason(RUNGS["tf32"], "cpu") is None
+
+
+FAULTS = """
+import resource, sys, torch
+from gpt2lab.knobs import keep_freed_memory
+kept = keep_freed_memory() if sys.argv[1] == "keep" else None
+faults = []
+for _ in range(8):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    t = torch.ones(16 * 1024 * 1024)  # 64 MiB: above glibc's mmap threshold
+    del t
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(kept, sum(faults[4:]))
+"""
+
+
+def test_keep_freed_memory_stops_most_page_faults_on_reallocation():
+    import platform
+    import subprocess
+    import sys
+
+    from gpt2lab.knobs import keep_freed_memory
+
+    if platform.system() != "Linux":
+        assert keep_freed_memory() is False
+        return
+
+    def run(mode):  # a fresh process each: malloc settings are process-wide
+        out = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True)
+        kept, faults = out.stdout.split()
+        return kept, int(faults)
+
+    kept, with_keep = run("keep")
+    _, default = run("default")
+    assert kept == "True"
+    assert default >= 4 * 16_000  # every 64 MiB allocation maps ~16,384 fresh pages
+    assert with_keep <= default / 2, (with_keep, default)
