@@ -95,6 +95,12 @@ class Trainer:
                         "grad_accum": self.grad_accum, "device": str(self.info.device),
                         "params": self.built.raw.num_params(), "decay": str(self.built.decay_report)}
             (self.out / "run.json").write_text(json.dumps(run_info, indent=1) + "\n")
+            if self.echo:
+                print(f"{cfg.model}: {run_info['params']:,} parameters on {self.info.device} x{self.info.world_size}, "
+                      f"rung {cfg.rung} ({knobs.describe()})\n{run_info['decay']}\n"
+                      f"{cfg.total_batch:,} tokens/step = {cfg.batch_size} x {cfg.seq_len} x {self.info.world_size} "
+                      f"process(es) x {self.grad_accum} micro-steps; {'resuming at step ' + str(self.step) if resume else 'new run'} "
+                      f"in {self.out}")
 
     # ---- bookkeeping -------------------------------------------------------------------------------
     def log(self, record: dict, line: str | None = None) -> None:

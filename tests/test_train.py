@@ -62,9 +62,12 @@ def test_clipping_caps_the_global_norm():
     assert clipped.item() == pytest.approx(1e-3, rel=1e-4)
 
 
-def test_run_logs_and_checkpoints(shakespeare, tmp_path):
-    summary = train(tiny(shakespeare), tmp_path, progress=False, echo=False)
+def test_run_logs_and_checkpoints(shakespeare, tmp_path, capsys):
+    summary = train(tiny(shakespeare), tmp_path, progress=False, echo=True)
     assert summary["step"] == 6
+    out = capsys.readouterr().out
+    assert "128 tokens/step = 2 x 32 x 1 process(es) x 2 micro-steps; new run" in out
+    assert "weight decay on 10 tensors" in out and "step     5 | loss" in out
     log = read_log(tmp_path)
     assert [r["step"] for r in log] == list(range(6))
     assert all(r["loss"] > 0 and r["tokens_per_s"] > 0 and r["grad_norm"] > 0 for r in log)
