@@ -360,7 +360,6 @@ def run(args) -> int:
 
 def _load_model(args):
     from gpt2lab import checkpoint
-    from gpt2lab.model import GPT
 
     if args.pretrained:
         try:
