@@ -106,7 +106,7 @@ def main() -> None:
         speed = f"{r['examples_per_s']:7.1f} examples/s median, {r['examples_per_s_best']:7.1f} best"
         print(f"{name:>24}: {speed}  (runs: {secs} s)")
     print(f"ratio batched / one-per-forward: {ratio:.2f}x median, {ratio_best:.2f}x best runs  "
-          f"(batching alone, scorer at batch 16 / batch 1: {ratio_batching:.2f}x; same predictions: {same})")
+          f"(batching alone, scorer at batch {args.batch_size} / batch 1: {ratio_batching:.2f}x; same predictions: {same})")
     print(f"{len(examples)} examples from {args.data}; {args.model}; {report['hardware']['cpu']}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, load {load_before[0]:.1f}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
