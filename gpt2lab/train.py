@@ -27,7 +27,7 @@ from gpt2lab.knobs import build, get_rung, keep_freed_memory, matmul_precision, 
 from gpt2lab.model import get_config
 from gpt2lab.optim import lr_at
 from gpt2lab.step import train_step
-from gpt2lab.tokenizer import decode, encode
+from gpt2lab.tokenizer import VOCAB_SIZE, decode, encode
 
 LOG = "log.jsonl"
 
@@ -79,7 +79,8 @@ class Trainer:
             keep_freed_memory()
         self._precision = matmul_precision(knobs)
         self._precision.__enter__()
-        self.built = build(knobs, model_cfg, self.info.device, cfg.optim(),
+        self.optim = cfg.optim()
+        self.built = build(knobs, model_cfg, self.info.device, self.optim,
                            ddp_local_rank=self.info.local_rank if self.info.ddp else None, seed=cfg.seed)
         self.step = 0
         self.hellaswag_examples = None
@@ -172,8 +173,8 @@ class Trainer:
         gen = torch.Generator(device=self.info.device).manual_seed(self.cfg.seed + self.info.rank)
         with self.built.autocast():
             out = self.built.raw.generate(prompt, self.cfg.sample_tokens, temperature=1.0, top_k=50, generator=gen)
-        vocab = 50257  # rows beyond GPT-2's vocabulary (padding) are never real tokens
-        return [decode(t for t in row.tolist() if t < vocab) for row in out]
+        # a padded vocabulary's extra rows are not tokens: drop any the untrained model samples
+        return [decode(t for t in row.tolist() if t < VOCAB_SIZE) for row in out]
 
     # ---- the loop ----------------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -204,7 +205,7 @@ class Trainer:
                     self.log({"type": "sample", "step": self.step, "text": texts},
                              "\n".join(f"sample: {t!r}" for t in texts))
                 t0 = time.perf_counter()
-                lr = lr_at(self.step, cfg.optim())
+                lr = lr_at(self.step, self.optim)
                 result = train_step(self.built, next_batch, self.grad_accum, lr=lr, grad_clip=cfg.grad_clip)
                 loss = dist.mean(result.loss, self.info).item()  # .item() waits for the device
                 norm = result.grad_norm.item()

@@ -3,7 +3,6 @@ GPT2LMHeadModel is saved to a temporary folder and loaded back into our GPT."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 transformers = pytest.importorskip("transformers")  # a dev dependency: always present under `make test`
 
