@@ -77,8 +77,6 @@ class Trainer:
                                       self.info.rank, self.info.world_size, seed=cfg.seed)
         if self.info.device.type == "cpu":
             keep_freed_memory()
-        self._precision = matmul_precision(knobs)
-        self._precision.__enter__()
         self.optim = cfg.optim()
         self.built = build(knobs, model_cfg, self.info.device, self.optim,
                            ddp_local_rank=self.info.local_rank if self.info.ddp else None, seed=cfg.seed)
@@ -178,68 +176,64 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------------
     def fit(self) -> dict:
-        cfg, device = self.cfg, self.info.device
-        tokens_per_step = cfg.total_batch
-        end = cfg.max_steps if cfg.stop_after is None else min(cfg.max_steps, self.step + cfg.stop_after)
-        last_loss = float("nan")
-
-        def next_batch():
-            x, y = self.train_loader.next_batch()
-            return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-
+        """Train from the current step to max_steps (or stop_after steps); returns a summary."""
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", disable=not self.progress, desc="train")
-        try:
-            while self.step < end:
-                last = self.step == cfg.max_steps - 1
-                if self._due(cfg.val_every, last):
-                    v = self.val_loss()
-                    self.log({"type": "val", "step": self.step, "val_loss": v}, f"step {self.step:5d} | val loss {v:.4f}")
-                if self._due(cfg.hellaswag_every, last):
-                    h = self.hellaswag()
-                    self.log({"type": "hellaswag", "step": self.step, **h},
-                             f"step {self.step:5d} | hellaswag acc_norm {h['acc_norm']:.4f} ({h['correct_norm']}/{h['n']})")
-                if self.info.is_master and self.step > 0 and self._due(cfg.sample_every, last):
-                    texts = self.samples()
-                    self.log({"type": "sample", "step": self.step, "text": texts},
-                             "\n".join(f"sample: {t!r}" for t in texts))
-                t0 = time.perf_counter()
-                lr = lr_at(self.step, self.optim)
-                result = train_step(self.built, next_batch, self.grad_accum, lr=lr, grad_clip=cfg.grad_clip)
-                loss = dist.mean(result.loss, self.info).item()  # .item() waits for the device
-                norm = result.grad_norm.item()
-                dt = time.perf_counter() - t0
-                if not math.isfinite(loss):
-                    saved = self.out / checkpoint.LATEST
-                    kept = f"the last good checkpoint is {saved}" if saved.exists() else "no checkpoint was written yet"
-                    raise TrainingDiverged(f"loss became {loss} at step {self.step}; stopped, {kept}")
-                last_loss = loss
-                record = {"type": "train", "step": self.step, "loss": loss, "lr": lr, "grad_norm": norm,
-                          "ms": dt * 1000, "tokens_per_s": tokens_per_step / dt}
-                line = (f"step {self.step:5d} | loss {loss:.6f} | lr {lr:.4e} | norm {norm:.4f} | "
-                        f"{dt * 1000:.1f} ms | {tokens_per_step / dt:,.0f} tok/s")
-                self.log(record, line if self.step % cfg.log_every == 0 else None)
-                self.step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}")
-                if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step in (end, cfg.max_steps):
-                    self.save()
-        finally:
-            bar.close()
+        end = self.cfg.max_steps if self.cfg.stop_after is None else min(self.cfg.max_steps, self.step + self.cfg.stop_after)
+        bar = tqdm(total=self.cfg.max_steps, initial=self.step, unit="step", disable=not self.progress, desc="train")
+        last_loss = float("nan")
+        with matmul_precision(self.knobs):  # process-global: set for the run, restored after it
+            try:
+                while self.step < end:
+                    last_loss = self._step(end)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{last_loss:.3f}")
+            finally:
+                bar.close()
         return {"step": self.step, "train_loss": last_loss, "out_dir": str(self.out)}
 
-    def close(self) -> None:
-        self._precision.__exit__(None, None, None)
+    def _next_batch(self):
+        x, y = self.train_loader.next_batch()
+        return x.to(self.info.device, non_blocking=True), y.to(self.info.device, non_blocking=True)
+
+    def _step(self, end: int) -> float:
+        """Evaluations due at this step, one optimizer step, its log line and a checkpoint if due."""
+        cfg = self.cfg
+        last = self.step == cfg.max_steps - 1
+        if self._due(cfg.val_every, last):
+            v = self.val_loss()
+            self.log({"type": "val", "step": self.step, "val_loss": v}, f"step {self.step:5d} | val loss {v:.4f}")
+        if self._due(cfg.hellaswag_every, last):
+            h = self.hellaswag()
+            self.log({"type": "hellaswag", "step": self.step, **h},
+                     f"step {self.step:5d} | hellaswag acc_norm {h['acc_norm']:.4f} ({h['correct_norm']}/{h['n']})")
+        if self.info.is_master and self.step > 0 and self._due(cfg.sample_every, last):
+            texts = self.samples()
+            self.log({"type": "sample", "step": self.step, "text": texts}, "\n".join(f"sample: {t!r}" for t in texts))
+        t0 = time.perf_counter()
+        lr = lr_at(self.step, self.optim)
+        result = train_step(self.built, self._next_batch, self.grad_accum, lr=lr, grad_clip=cfg.grad_clip)
+        loss = dist.mean(result.loss, self.info).item()  # .item() waits for the device
+        norm = result.grad_norm.item()
+        dt = time.perf_counter() - t0
+        if not math.isfinite(loss):
+            saved = self.out / checkpoint.LATEST
+            kept = f"the last good checkpoint is {saved}" if saved.exists() else "no checkpoint was written yet"
+            raise TrainingDiverged(f"loss became {loss} at step {self.step}; stopped, {kept}")
+        tok_s = cfg.total_batch / dt
+        record = {"type": "train", "step": self.step, "loss": loss, "lr": lr, "grad_norm": norm,
+                  "ms": dt * 1000, "tokens_per_s": tok_s}
+        line = f"step {self.step:5d} | loss {loss:.6f} | lr {lr:.4e} | norm {norm:.4f} | {dt * 1000:.1f} ms | {tok_s:,.0f} tok/s"
+        self.log(record, line if self.step % cfg.log_every == 0 else None)
+        self.step += 1
+        if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step in (end, cfg.max_steps):
+            self.save()
+        return loss
 
 
 def train(cfg: TrainConfig, out_dir, resume: bool = False, progress: bool = True, echo: bool = True) -> dict:
     """Run (or continue) a training run; returns a summary. The Python face of `gpt2lab train`."""
-    trainer = Trainer(cfg, out_dir, resume=resume, progress=progress, echo=echo)
-    try:
-        return trainer.fit()
-    finally:
-        trainer.close()
+    return Trainer(cfg, out_dir, resume=resume, progress=progress, echo=echo).fit()
 
 
 def read_log(out_dir, kind: str = "train") -> list[dict]:

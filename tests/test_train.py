@@ -63,8 +63,10 @@ def test_clipping_caps_the_global_norm():
 
 
 def test_run_logs_and_checkpoints(shakespeare, tmp_path, capsys):
+    before = torch.get_float32_matmul_precision()
     summary = train(tiny(shakespeare), tmp_path, progress=False, echo=True)
     assert summary["step"] == 6
+    assert torch.get_float32_matmul_precision() == before  # the rung's TF32 setting does not leak
     out = capsys.readouterr().out
     assert "128 tokens/step = 2 x 32 x 1 process(es) x 2 micro-steps; new run" in out
     assert "weight decay on 10 tensors" in out and "step     5 | loss" in out
