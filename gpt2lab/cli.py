@@ -22,7 +22,11 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gpt2lab", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m gpt2lab",
+        description="Reproduce GPT-2 (124M) pretraining step by step: prepare data, train, time the speed "
+                    "ladder, evaluate on HellaSwag. Each command has its own --help.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
