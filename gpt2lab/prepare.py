@@ -19,6 +19,7 @@ import numpy as np
 
 from gpt2lab import data
 from gpt2lab.corpus import CORPORA, corpus_path
+from gpt2lab.download import cache_dir
 from gpt2lab.errors import UserError
 from gpt2lab.tokenizer import EOT_ID, encode_documents, get_encoding
 
@@ -144,6 +145,14 @@ def prepare(source: str, out_dir: str | os.PathLike, name: str | None = None, sp
     manifest["complete"] = True
     data.write_manifest(out, manifest)
     return manifest
+
+
+def corpus_shards(name: str, shard_size: int) -> Path:
+    """Shards of a packaged corpus in the cache folder, prepared on first use (one process: it is small)."""
+    folder = cache_dir() / "shards" / f"{name}-{shard_size}"
+    if not (folder / data.MANIFEST).exists():
+        prepare(name, folder, shard_size=shard_size, workers=1, progress=False)
+    return folder
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -23,6 +23,19 @@ class ReferencePair:
     pretrained: bool  # True: OpenAI's weights; False: random weights, offline
 
 
+def random_hf_gpt2(seed: int = 0, noise: float = 0.02, **config):
+    """A `transformers.GPT2LMHeadModel` (eval mode) with every parameter perturbed by N(0, noise):
+    HF initialises biases and LayerNorm to 0 and 1, which would hide a bias or gain loaded into the wrong place."""
+    import transformers
+
+    torch.manual_seed(seed)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**config)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * noise)
+    return model
+
+
 def reference_pair(name: str = "gpt2", offline_shape: dict | None = None, seed: int = 0,
                    try_hub: bool = True) -> ReferencePair:
     import transformers
@@ -37,11 +50,7 @@ def reference_pair(name: str = "gpt2", offline_shape: dict | None = None, seed: 
     except Exception as e:  # offline, or the hub is unreachable: fall back to random weights
         reason = str(e) if isinstance(e, LookupError) else type(e).__name__
     shape = offline_shape or dict(n_layer=2, n_head=4, n_embd=64, n_positions=256)
-    torch.manual_seed(seed)
-    theirs = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=50257, **shape)).eval()
-    with torch.no_grad():  # HF initialises biases to zero; random values make the check meaningful
-        for p in theirs.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    theirs = random_hf_gpt2(seed=seed, noise=0.02, vocab_size=50257, **shape)
     with tempfile.TemporaryDirectory() as tmp:
         theirs.save_pretrained(tmp)
         ours = GPT.from_pretrained(tmp)

@@ -21,7 +21,6 @@ from gpt2lab import checkpoint, dist
 from gpt2lab.config import PRESETS, TrainConfig, field_types, get_preset
 from gpt2lab.corpus import CORPORA
 from gpt2lab.data import ShardLoader
-from gpt2lab.download import cache_dir
 from gpt2lab.errors import TrainingDiverged, UserError
 from gpt2lab.knobs import build, get_rung, keep_freed_memory, matmul_precision, unsupported_reason
 from gpt2lab.model import get_config
@@ -36,14 +35,13 @@ def resolve_data(cfg: TrainConfig, info: dist.DistInfo) -> Path:
     """A shard folder; a packaged corpus name is prepared into the cache on first use (by rank 0)."""
     if cfg.data not in CORPORA:
         return Path(cfg.data)
-    folder = cache_dir() / "shards" / f"{cfg.data}-{cfg.shard_size}"
-    if info.is_master and not (folder / "manifest.json").exists():
-        from gpt2lab.prepare import prepare
+    from gpt2lab.prepare import corpus_shards
 
-        prepare(cfg.data, folder, shard_size=cfg.shard_size, workers=1, progress=False)
+    if info.is_master:
+        corpus_shards(cfg.data, cfg.shard_size)
     if info.ddp:
         torch.distributed.barrier()
-    return folder
+    return corpus_shards(cfg.data, cfg.shard_size)  # every rank: the path, now prepared
 
 
 class Trainer:

@@ -220,13 +220,10 @@ def test_result_dict():
 
 def test_losses_match_transformers_logits(tmp_path, examples, no_network):
     """An independent path: per-ending losses from Hugging Face's own GPT-2 forward."""
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(vocab_size=50257, n_positions=128, n_embd=16, n_layer=2, n_head=2)
-    ref = transformers.GPT2LMHeadModel(cfg).eval()
-    with torch.no_grad():  # HF zero-inits biases and LayerNorm: randomise everything
-        for p in ref.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
+    pytest.importorskip("transformers")
+    from gpt2lab.pretrained import random_hf_gpt2
+
+    ref = random_hf_gpt2(seed=0, noise=0.1, vocab_size=50257, n_positions=128, n_embd=16, n_layer=2, n_head=2)
     ref.save_pretrained(tmp_path)
     ours = GPT.from_pretrained(tmp_path)
     subset = examples[:10]

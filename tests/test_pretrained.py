@@ -7,15 +7,11 @@ import torch
 transformers = pytest.importorskip("transformers")  # a dev dependency: always present under `make test`
 
 from gpt2lab.model import GPT  # noqa: E402
+from gpt2lab.pretrained import random_hf_gpt2  # noqa: E402
 
 
 def hf_model(tmp_path, safe=True, vocab_size=500):
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(vocab_size=vocab_size, n_positions=64, n_embd=48, n_layer=3, n_head=4)
-    model = transformers.GPT2LMHeadModel(cfg).eval()
-    with torch.no_grad():  # HF zero-inits biases and LayerNorm; randomise everything so a mix-up shows
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    model = random_hf_gpt2(seed=0, noise=0.05, vocab_size=vocab_size, n_positions=64, n_embd=48, n_layer=3, n_head=4)
     model.save_pretrained(tmp_path, safe_serialization=safe)
     return model
 
