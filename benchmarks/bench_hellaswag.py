@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gpt2lab.bench import hardware_record
+from gpt2lab.hardware import hardware_record
 from gpt2lab.hellaswag import load_examples, render, sample_path, score
 from gpt2lab.model import GPT, get_config
 

@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--json", default=None, help="write the result here")
     args = ap.parse_args()
-    from gpt2lab.bench import hardware_record
+    from gpt2lab.hardware import hardware_record
     from gpt2lab.corpus import load_text
 
     paragraphs = [p for p in load_text().split("\n\n") if p.strip()]

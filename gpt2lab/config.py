@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Optional, Union, get_args, get_origin, get_type_hints
 
 from gpt2lab.errors import UserError
+from gpt2lab.knobs import DEFAULT_RUNG
 from gpt2lab.optim import OptimConfig
 
 
@@ -32,7 +33,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     # speed knobs: a ladder rung, with optional single-knob overrides
-    rung: str = "fused_adamw"
+    rung: str = DEFAULT_RUNG
     compile: Optional[bool] = None
     autocast: Optional[str] = None
     device: str = "auto"

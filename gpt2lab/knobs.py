@@ -40,25 +40,54 @@ class Knobs:
         return ", ".join(f"{k}={v}" for k, v in self.__dict__.items())
 
 
-def _ladder() -> dict[str, Knobs]:
-    steps = [
-        ("fp32", {}),
-        ("tf32", {"matmul_precision": "high"}),
-        ("bf16", {"autocast": "bf16"}),
-        ("compile", {"compile": True}),
-        ("flash", {"attn": "flash"}),
-        ("vocab50304", {"pad_vocab": True}),
-        ("fused_adamw", {"fused_adamw": True}),
-    ]
+@dataclass(frozen=True)
+class Rung:
+    """One rung of the ladder: its knobs, the one change it makes, and how it is checked and taught.
+
+    This registry is the only place a rung is defined: the benchmark, the trainer's default, the reference
+    check and the chapters all read it, so adding a rung is a one-place change.
+    """
+
+    name: str
+    knobs: Knobs
+    change: str  # the one change over the previous rung, as code
+    why: str  # why it should be faster, in a sentence
+    chapter: int  # the book chapter that teaches it
+    # The loss guard: |loss - fp32 loss| <= atol + rtol * fp32 loss after the same steps from the same weights.
+    # bf16, TF32, compiled kernels and flash attention only round differently, which moves the loss after a few
+    # dozen steps by hundredths at most; a broken rung (not training, wrong mask, overflow) moves it by tenths.
+    guard_atol: float = 0.02
+    guard_rtol: float = 0.02
+    batch: int | None = None  # a micro-batch size of its own; None: the ladder's
+
+
+def _ladder(*steps: tuple[str, dict, str, str, int]) -> dict[str, Rung]:
+    """Each rung is the previous rung's knobs plus one change."""
     rungs, knobs = {}, Knobs()
-    for name, change in steps:
+    for name, change, code, why, chapter in steps:
         knobs = replace(knobs, **change)
-        rungs[name] = knobs
+        rungs[name] = Rung(name, knobs, code, why, chapter)
     return rungs
 
 
-RUNGS: dict[str, Knobs] = _ladder()
-FASTEST = RUNGS["fused_adamw"]
+RUNGS: dict[str, Rung] = _ladder(
+    ("fp32", {}, "the baseline: every matmul in full float32",
+     "nothing yet: the reference every other rung is timed and checked against", 4),
+    ("tf32", {"matmul_precision": "high"}, 'torch.set_float32_matmul_precision("high")',
+     "float32 matmuls may round their inputs to TF32 (10-bit mantissa) and run on tensor cores", 5),
+    ("bf16", {"autocast": "bf16"}, "torch.autocast(device_type, dtype=torch.bfloat16)",
+     "matmuls read and write half as many bytes and run at the bf16 tensor-core rate; weights stay fp32", 6),
+    ("compile", {"compile": True}, "model = torch.compile(model)",
+     "element-wise operations fuse into few kernels, so activations make fewer round trips to memory", 7),
+    ("flash", {"attn": "flash"}, "F.scaled_dot_product_attention(q, k, v, is_causal=True)",
+     "attention in tiles that stay on chip: the T x T score matrix is never written to memory", 8),
+    ("vocab50304", {"pad_vocab": True}, "vocab_size = 50304  # 393 * 128",
+     "matmul kernels work in tiles of powers of two; a 50,257-wide head leaves a ragged last tile", 9),
+    ("fused_adamw", {"fused_adamw": True}, "torch.optim.AdamW(params, fused=True)",
+     "one kernel updates every parameter instead of a handful of kernels per tensor", 10),
+)
+# The rung the trainer uses unless told otherwise: the video's final setting.
+DEFAULT_RUNG = "fused_adamw"
 
 
 def padded_vocab_size(vocab_size: int, multiple: int = 128) -> int:
@@ -68,7 +97,7 @@ def padded_vocab_size(vocab_size: int, multiple: int = 128) -> int:
     return -(-vocab_size // multiple) * multiple
 
 
-def get_rung(name: str) -> Knobs:
+def get_rung(name: str) -> Rung:
     if name not in RUNGS:
         raise ValueError(f"unknown rung {name!r}; the ladder is: {' -> '.join(RUNGS)}")
     return RUNGS[name]

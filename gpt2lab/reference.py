@@ -28,7 +28,7 @@ class LadderReference:
 
 
 # The ladder as timed in the video, one GPU, read off the training log printed on screen after each change
-# (so round numbers: "about 1000 ms", "about 333 ms", ...). Same rung names as gpt2lab.knobs.RUNGS.
+# (so round numbers: "about 1000 ms", "about 333 ms", ...). Rung names are a subset of gpt2lab.knobs.RUNGS.
 VIDEO_A100_LADDER = LadderReference(
     label="video: A100, GPT-2 124M, B=16 T=1024",
     source=(
@@ -49,3 +49,26 @@ VIDEO_A100_LADDER = LadderReference(
         "fused_adamw": 90,
     },
 )
+
+
+# This project's own measurement, committed with its hardware record in results/h200-2026-11-26/ (ladder.jsonl,
+# README.md): `python -m gpt2lab bench --rungs all --batch 16 --seq 1024 --steps 15 --warmup 3` on one NVIDIA H200
+# (torch 2.11.0+cu130), 2026-11-26; medians of 15 timed steps. A test keeps these equal to the committed file.
+PROJECT_H200_LADDER = LadderReference(
+    label="gpt2lab: H200, GPT-2 124M, B=16 T=1024",
+    source="gpt2lab's own run, results/h200-2026-11-26/ladder.jsonl (NVIDIA H200, torch 2.11.0+cu130, 2026-11-26)",
+    gpu="NVIDIA H200",
+    model="gpt2 (124M)",
+    batch=16,
+    seq=1024,
+    ms_per_step={
+        "fp32": 369.18,
+        "tf32": 157.92,
+        "bf16": 143.35,
+        "compile": 52.54,
+        "flash": 40.42,
+        "vocab50304": 38.10,
+        "fused_adamw": 34.75,
+    },
+)
+LADDER_REFERENCES = (VIDEO_A100_LADDER, PROJECT_H200_LADDER)

@@ -52,7 +52,7 @@ class Trainer:
         self.info = dist.init(cfg.device)
         self.echo, self.progress = echo and self.info.is_master, progress and self.info.is_master
         try:
-            knobs = get_rung(cfg.rung)
+            knobs = get_rung(cfg.rung).knobs
         except ValueError as e:
             raise UserError(str(e)) from None
         knobs = replace(knobs, **{k: v for k, v in (("compile", cfg.compile), ("autocast", cfg.autocast)) if v is not None})

@@ -22,12 +22,12 @@ def one_step(built):
 
 def test_ladder_order_and_one_change_per_rung():
     assert list(RUNGS) == ["fp32", "tf32", "bf16", "compile", "flash", "vocab50304", "fused_adamw"]
-    assert RUNGS["fp32"] == Knobs()
+    assert RUNGS["fp32"].knobs == Knobs()
     names = list(RUNGS)
     for prev, cur in zip(names, names[1:]):
-        changed = [f.name for f in fields(Knobs) if getattr(RUNGS[prev], f.name) != getattr(RUNGS[cur], f.name)]
+        changed = [f.name for f in fields(Knobs) if getattr(RUNGS[prev].knobs, f.name) != getattr(RUNGS[cur].knobs, f.name)]
         assert len(changed) == 1, f"{prev} -> {cur} changes {changed}"
-    assert RUNGS["fused_adamw"] == Knobs("high", "bf16", True, None, "flash", True, True)
+    assert RUNGS["fused_adamw"].knobs == Knobs("high", "bf16", True, None, "flash", True, True)
 
 
 def test_unknown_rung_and_bad_knob_values():
@@ -41,14 +41,14 @@ def test_unknown_rung_and_bad_knob_values():
 
 def test_matmul_precision_is_set_then_restored():
     before = torch.get_float32_matmul_precision()
-    with matmul_precision(RUNGS["tf32"]):
+    with matmul_precision(RUNGS["tf32"].knobs):
         assert torch.get_float32_matmul_precision() == "high"
     assert torch.get_float32_matmul_precision() == before
 
 
 @pytest.mark.parametrize("rung, dtype", [("tf32", torch.float32), ("bf16", torch.bfloat16)])
 def test_autocast_dtype_seen_inside_forward(rung, dtype):
-    built = build(get_rung(rung), CFG, "cpu", seed=0)
+    built = build(get_rung(rung).knobs, CFG, "cpu", seed=0)
     seen = []
     built.raw.transformer.h[0].mlp.c_fc.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
     result = one_step(built)
@@ -59,13 +59,13 @@ def test_autocast_dtype_seen_inside_forward(rung, dtype):
 
 def test_fp16_gets_a_grad_scaler():
     assert build(Knobs(autocast="fp16"), CFG, "cpu").scaler is not None
-    assert build(RUNGS["bf16"], CFG, "cpu").scaler is None
+    assert build(RUNGS["bf16"].knobs, CFG, "cpu").scaler is None
 
 
 @pytest.mark.parametrize("rung, calls", [("bf16", 0), ("flash", CFG.n_layer)])
 def test_flash_attention_calls_sdpa(monkeypatch, rung, calls):
     # flash is compiled in the ladder; test the attention knob alone, eagerly, so the spy sees Python calls
-    knobs = Knobs(attn=get_rung(rung).attn)
+    knobs = Knobs(attn=get_rung(rung).knobs.attn)
     real, count = F.scaled_dot_product_attention, []
 
     def spy(*args, **kwargs):
@@ -81,34 +81,34 @@ def test_vocab_padding_gives_gpt2_50304_rows():
     assert padded_vocab_size(50257) == 50304
     assert padded_vocab_size(50304) == 50304
     with torch.device("meta"):  # the full 124M model, shapes only
-        padded = build(RUNGS["vocab50304"], get_config("gpt2"), "meta").raw
-        plain = build(RUNGS["flash"], get_config("gpt2"), "meta").raw
+        padded = build(RUNGS["vocab50304"].knobs, get_config("gpt2"), "meta").raw
+        plain = build(RUNGS["flash"].knobs, get_config("gpt2"), "meta").raw
     assert padded.lm_head.weight.shape == (50304, 768) and padded.config.vocab_size == 50304
     assert padded.transformer.wte.weight is padded.lm_head.weight
     assert plain.lm_head.weight.shape == (50257, 768)
 
 
 def test_fused_adamw_flag():
-    fused = build(RUNGS["fused_adamw"], CFG, "cpu")
+    fused = build(RUNGS["fused_adamw"].knobs, CFG, "cpu")
     assert fused.optimizer.defaults["fused"] is fused_supported("cpu")
     assert fused.decay_report.fused is fused_supported("cpu")
-    assert not build(RUNGS["vocab50304"], CFG, "cpu").optimizer.defaults["fused"]
+    assert not build(RUNGS["vocab50304"].knobs, CFG, "cpu").optimizer.defaults["fused"]
 
 
 def test_compile_wraps_the_model():
-    compiled = build(RUNGS["compile"], CFG, "cpu")  # lazy: nothing compiles until the first call
+    compiled = build(RUNGS["compile"].knobs, CFG, "cpu")  # lazy: nothing compiles until the first call
     assert isinstance(compiled.model, torch._dynamo.eval_frame.OptimizedModule)
     assert compiled.model._orig_mod is compiled.raw
-    eager = build(RUNGS["bf16"], CFG, "cpu")
+    eager = build(RUNGS["bf16"].knobs, CFG, "cpu")
     assert eager.model is eager.raw
 
 
 def test_unsupported_reasons(monkeypatch):
     assert "GPU" in unsupported_reason(Knobs(autocast="fp16"), "cpu")
-    assert unsupported_reason(RUNGS["bf16"], "cpu") is None
+    assert unsupported_reason(RUNGS["bf16"].knobs, "cpu") is None
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    assert "C++ compiler" in unsupported_reason(RUNGS["compile"], "cpu")
-    assert unsupported_reason(RUNGS["tf32"], "cpu") is None
+    assert "C++ compiler" in unsupported_reason(RUNGS["compile"].knobs, "cpu")
+    assert unsupported_reason(RUNGS["tf32"].knobs, "cpu") is None
 
 
 FAULTS = """
@@ -146,3 +146,15 @@ def test_keep_freed_memory_stops_most_page_faults_on_reallocation():
     assert kept == "True"
     assert default >= 4 * 16_000  # every 64 MiB allocation maps ~16,384 fresh pages
     assert with_keep <= default / 2, (with_keep, default)
+
+
+def test_the_registry_defines_each_rung_once_with_its_lesson():
+    from gpt2lab.config import TrainConfig
+    from gpt2lab.knobs import DEFAULT_RUNG
+
+    chapters = [r.chapter for r in RUNGS.values()]
+    assert chapters == sorted(chapters) and chapters[0] == 4  # the rung chapters follow the ladder's order
+    for name, rung in RUNGS.items():
+        assert rung.name == name and rung.change and rung.why
+        assert rung.guard_atol > 0 and rung.guard_rtol > 0
+    assert DEFAULT_RUNG in RUNGS and TrainConfig().rung == DEFAULT_RUNG

@@ -1,0 +1,46 @@
+"""The shared timer and memory probe."""
+
+import time
+
+import pytest
+import torch
+
+from gpt2lab.timing import Measurement, measure, peak_memory
+
+
+def test_measure_times_every_call_and_keeps_warmup_apart():
+    calls = []
+
+    def work():
+        calls.append(1)
+        time.sleep(0.002)
+        return len(calls)
+
+    m = measure(work, "cpu", steps=5, warmup=2)
+    assert len(calls) == 7 and len(m.times_ms) == 5 and m.last == 7
+    assert all(t >= 2.0 for t in m.times_ms)  # sleep(0.002) cannot take less than 2 ms
+    assert m.first_s >= 0.002 and m.warmup_s >= m.first_s
+    assert m.min_ms <= m.median_ms <= m.max_ms
+    with pytest.raises(ValueError):
+        measure(work, "cpu", steps=0)
+
+
+def test_measurement_spread():
+    m = Measurement([10.0, 12.0, 30.0])
+    assert m.median_ms == 12.0 and m.spread == pytest.approx(20 / 12)
+
+
+def test_peak_memory_sees_a_block_allocation_and_not_what_came_before():
+    big = torch.ones(64 * 2**20 // 4)  # 64 MiB allocated and freed before the block
+    del big
+    with peak_memory("cpu") as mem:
+        x = torch.ones(128 * 2**20 // 4)  # 128 MiB inside the block
+        del x
+    if mem.kind == "process peak RSS during the block":  # Linux
+        assert 120 <= mem.step_mb <= 200, mem
+    else:
+        assert mem.peak_mb > 0
+    with peak_memory("cpu") as small:
+        torch.ones(16)
+    if small.kind == "process peak RSS during the block":
+        assert small.step_mb < 60, small  # the earlier 128 MiB block does not count here
