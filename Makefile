@@ -16,7 +16,7 @@ NB_TEST_DIR := build/test-notebooks
 SHARED_HELLASWAG := $(wildcard ../shared/data/hellaswag/hellaswag_val.jsonl)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-unit test-notebooks book bench clean
+.PHONY: help install test test-unit test-notebooks book bench gpu-cache gpu-check clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-15s %s\n", $$1, $$2}'
@@ -41,6 +41,16 @@ book: $(STAMP) ## execute every notebook at the default scale (GPT2LAB_SCALE to 
 
 bench: $(STAMP) ## time the optimization ladder on this machine (results in results/)
 	$(BIN)/python -m gpt2lab bench --rungs all --json results/ladder.jsonl
+
+# gpu-check runs without .venv and without Jupyter: a GPU machine often has torch but not the notebook tools.
+GPU_PYTHON ?= python3
+GPU_CACHE  ?= $(CURDIR)/build/gpu-cache
+
+gpu-cache: $(STAMP) ## prepare the packaged corpora's shards in build/gpu-cache, to carry to a GPU machine without `datasets`
+	GPT2LAB_CACHE=$(GPU_CACHE) $(BIN)/python -m gpt2lab.chapters --prepare-cache
+
+gpu-check: ## run every chapter as a plain script at gpu scale with GPU_PYTHON (default python3), no Jupyter needed; one line per chapter
+	GPT2LAB_CACHE=$${GPT2LAB_CACHE:-$(GPU_CACHE)} PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m gpt2lab.chapters --scale gpu --out build/gpu-check
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build book/_build .pytest_cache

@@ -76,3 +76,93 @@ def make_adamw(model: torch.nn.Module, cfg: OptimConfig, fused: bool, device_typ
         len(decay), sum(p.numel() for p in decay), len(no_decay), sum(p.numel() for p in no_decay), use_fused
     )
     return optimizer, report
+
+
+# ------------------------------------------------------------------------ how the update runs: three ways
+
+# The same AdamW update, implemented three ways by PyTorch. The arithmetic is identical; what differs is
+# how many separate operations (on a GPU: kernel launches) one optimizer step issues.
+ADAMW_IMPLEMENTATIONS = {
+    "for-loop": dict(foreach=False, fused=False),  # ~10 small ops per parameter tensor
+    "foreach": dict(foreach=True, fused=False),  # each op applied to a whole list of tensors at once
+    "fused": dict(foreach=False, fused=True),  # one kernel does the whole update for every tensor
+}
+
+
+@dataclass
+class OptimizerStepCost:
+    implementation: str
+    ms_median: float
+    ms_min: float
+    ms_max: float
+    operations: int  # top-level operations (CPU) or kernels launched (CUDA) by one step
+    counted: str  # what `operations` counts
+
+
+def _quiet_fd2():
+    """Silence C++ writes to stderr (the profiler's start/stop lines) for the duration."""
+    import contextlib
+    import os
+    import sys
+
+    @contextlib.contextmanager
+    def quiet():
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+    return quiet()
+
+
+def count_operations(fn, device: torch.device) -> tuple[int, str]:
+    """How many operations one call of `fn` issues: CUDA kernels launched on a GPU, otherwise top-level aten
+    operations (each of which is at least one pass over its tensors' memory on a CPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with _quiet_fd2(), profile(activities=activities) as prof:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    events = prof.events()
+    if device.type == "cuda":
+        from torch.autograd import DeviceType
+
+        return sum(1 for e in events if e.device_type == DeviceType.CUDA), "CUDA kernels launched"
+    top = [e for e in events if e.name.startswith("aten::")
+           and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))]
+    return len(top), "top-level aten operations"
+
+
+def adamw_step_costs(model: torch.nn.Module, device: torch.device | str, steps: int = 10,
+                     warmup: int = 2) -> list[OptimizerStepCost]:
+    """Time the optimizer step alone (gradients already in place) for each AdamW implementation this device
+    supports, and count the operations one step issues. Weights are restored after each implementation."""
+    from gpt2lab.timing import measure
+
+    device = torch.device(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    saved = [p.detach().clone() for p in params]
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    for p in params:
+        p.grad = (torch.randn(p.shape, generator=generator) * 1e-3).to(device)
+    costs = []
+    for name, options in ADAMW_IMPLEMENTATIONS.items():
+        if options["fused"] and not fused_supported(device.type):
+            continue
+        optimizer = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, **options)
+        m = measure(optimizer.step, device, steps=steps, warmup=warmup)
+        ops, counted = count_operations(optimizer.step, device)
+        costs.append(OptimizerStepCost(name, m.median_ms, m.min_ms, m.max_ms, ops, counted))
+        with torch.no_grad():
+            for p, s in zip(params, saved):
+                p.copy_(s)
+    for p in params:
+        p.grad = None
+    return costs

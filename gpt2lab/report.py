@@ -219,3 +219,42 @@ def verdict_sentence(before: RungResult, after: RungResult) -> str:
     return (f"On {before.hardware['device_name']} ({workload(after)}), the {after.rung} rung ran {how} "
             f"{before.rung}: {after.ms_median:.1f} vs {before.ms_median:.1f} ms per step (medians of {after.steps}); "
             f"loss guard: {after.guard}.")
+
+
+def sources_table(results: list[RungResult], references: tuple[LadderReference, ...] = LADDER_REFERENCES) -> Table:
+    """Speed-up over fp32 per rung, for this machine and each cited source side by side (like with like)."""
+    ours = Series.from_results(results)
+    refs = [Series.from_reference(r) for r in references]
+    header = ["rung", f"here: {ours.workload}"] + [f"{r.label.split(',')[0]}: {r.workload}" for r in refs]
+    rows = []
+    for name in dict.fromkeys([*ours.ms, *(n for r in refs for n in r.ms)]):
+        cells = [name]
+        for s in (ours, *refs):
+            up = s.speedup(name)
+            cells.append("skipped" if s is ours and name in s.ms and s.ms[name] is None
+                         else "" if up is None else f"{up:.2f}x")
+        rows.append(cells)
+    return Table(header, rows, "speed-up over each source's own fp32 rung",
+                 tuple(f"{r.label}: {r.source}" for r in references))
+
+
+def step_by_step_table(results: list[RungResult], references: tuple[LadderReference, ...] = LADDER_REFERENCES) -> Table:
+    """Each rung against the one before it: this machine's ratio and verdict beside each cited source's ratio."""
+    from gpt2lab.ladder import compare
+
+    refs = [Series.from_reference(r) for r in references]
+    header = ["change", "here", "verdict here"] + [r.label.split(",")[0] for r in refs]
+    rows = []
+    for before, after in zip(results, results[1:]):
+        if before.skipped is None and after.skipped is None:
+            ratio, verdict = compare(before, after)
+            here = f"{ratio:.2f}x"
+        else:
+            here, verdict = "", "skipped"
+        cited = []
+        for s in refs:
+            a, b = s.ms.get(before.rung), s.ms.get(after.rung)
+            cited.append(f"{a / b:.2f}x" if a and b else "")
+        rows.append([f"{before.rung} -> {after.rung}", here, verdict, *cited])
+    return Table(header, rows, "each change on its own: speed-up over the previous rung",
+                 ("verdict: 'faster' or 'slower' only when the two rungs' step-time ranges do not overlap",))

@@ -53,3 +53,44 @@ def test_fused_flag_follows_request_and_device():
 def test_min_lr_is_a_tenth():
     assert CFG.min_lr == pytest.approx(6e-5)
     assert math.isclose(lr_at(10**9, OptimConfig(max_lr=1.0, min_lr_ratio=0.1)), 0.1)
+
+
+def test_the_three_adamw_implementations_compute_the_same_update():
+    """Same arithmetic, different scheduling: one step's update agrees to float32 rounding (the fused kernel
+    orders its operations differently, so not bit for bit)."""
+    from gpt2lab.optim import ADAMW_IMPLEMENTATIONS, fused_supported
+
+    updates = {}
+    for name, options in ADAMW_IMPLEMENTATIONS.items():
+        if options["fused"] and not fused_supported("cpu"):
+            continue
+        torch.manual_seed(0)
+        model = GPT(get_config("test"))
+        before = torch.cat([p.detach().flatten() for p in model.parameters()])
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, **options)
+        x = torch.randint(0, 512, (2, 8))
+        model(x, x)[1].backward()
+        opt.step()
+        updates[name] = torch.cat([p.detach().flatten() for p in model.parameters()]) - before
+    base = updates.pop("for-loop")
+    assert base.abs().max() > 1e-4  # a real update happened
+    for name, update in updates.items():
+        assert (update - base).abs().max() < 1e-6, name
+
+
+def test_adamw_step_costs_count_fewer_operations_when_fused():
+    from gpt2lab.optim import adamw_step_costs, fused_supported
+
+    model = GPT(get_config("test"))
+    before = [p.detach().clone() for p in model.parameters()]
+    costs = {c.implementation: c for c in adamw_step_costs(model, "cpu", steps=2, warmup=1)}
+    n_tensors = len(list(model.parameters()))
+    # the for-loop issues several operations per parameter tensor; foreach a handful for all of them
+    assert costs["for-loop"].operations >= 5 * n_tensors
+    assert costs["foreach"].operations < costs["for-loop"].operations / 3
+    if fused_supported("cpu"):
+        assert costs["fused"].operations <= 3  # the fused kernel (plus the step-count increment)
+    assert all(c.ms_median > 0 and c.ms_min <= c.ms_median <= c.ms_max for c in costs.values())
+    # the measurement leaves the weights as they were and the gradients cleared
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(p.grad is None for p in model.parameters())

@@ -107,3 +107,14 @@ def test_time_against_previous_runs_the_rung_and_the_one_before(monkeypatch):
     before, after = time_against_previous("tf32", SCALES["smoke"])
     assert (before.rung, after.rung) == ("fp32", "tf32") and after.guard_ok is True
     assert after.batch == SCALES["smoke"].bench_batch and after.preset == SCALES["smoke"].bench_preset
+
+
+def test_sources_table_lists_each_rung_for_each_source(ladder):
+    from gpt2lab.report import sources_table
+
+    table = sources_table(ladder)
+    assert table.header[0] == "rung" and table.header[1].startswith("here: test B=2 T=16")
+    rows = {r[0]: r for r in table.rows}
+    assert list(rows)[:3] == ["fp32", "tf32", "bf16"] and "fused_adamw" in rows
+    assert rows["fp32"][1:] == ["1.00x", "1.00x", "1.00x"]
+    assert rows["fused_adamw"][1] == "" and rows["fused_adamw"][2] == "11.11x" and rows["fused_adamw"][3] == "10.62x"
