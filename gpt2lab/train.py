@@ -281,10 +281,12 @@ class Trainer:
             try:
                 while self.step < end:
                     self._evaluate()
+                    position = self.train_loader.state_dict()
                     batches = self._read_batches(request)
                     why = request.agreed(self.info)  # the same answer on every rank
                     if why != stop.NONE:
                         bar.close()
+                        self.train_loader.load_state_dict(position)  # this step's batches are read again on resume
                         self._stop(why, request.detail)
                     last_loss = self._train(batches)
                     bar.update(1)
@@ -313,12 +315,10 @@ class Trainer:
 
     def _read_batches(self, request: stop.StopRequest) -> list | None:
         """This step's micro-batches, read before any compute: a shard that turns out missing or corrupt
-        then stops the run between two steps, with the loader back where the step began."""
-        before = self.train_loader.state_dict()
+        then stops the run between two steps."""
         try:
             return [self.train_loader.next_batch() for _ in range(self.grad_accum)]
         except (UserError, OSError) as e:
-            self.train_loader.load_state_dict(before)
             request.request(stop.DATA_ERROR, str(e))
             return None
 

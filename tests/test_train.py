@@ -338,6 +338,10 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(shakespeare, tmp_path
                             f"resume with: python -m gpt2lab train --out-dir {tmp_path} --resume")
     assert checkpoint.load(tmp_path)["step"] == 3 and len(read_log(tmp_path)) == 3
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    monkeypatch.setattr(Trainer, "_train", real)
+    train(tiny(shakespeare, checkpoint_every=0), tmp_path, resume=True, progress=False, echo=False)
+    train(tiny(shakespeare, checkpoint_every=0), tmp_path / "straight", progress=False, echo=False)
+    assert train_records(tmp_path) == train_records(tmp_path / "straight")
 
 
 def test_a_checkpoint_that_cannot_be_written_keeps_the_previous_one(shakespeare, tmp_path, monkeypatch, capsys):
