@@ -444,3 +444,14 @@ def test_sigterm_to_one_ddp_rank_stops_every_rank_with_one_checkpoint(shakespear
     assert straight.wait(timeout=300) == 0, straight.communicate()
     assert train_records(out) == train_records(tmp_path / "straight")
     assert [r[0] for r in train_records(out)] == list(range(step + 4))
+
+
+def test_a_checkpoint_of_another_model_shape_is_refused_naming_both(shakespeare, tmp_path):
+    train(tiny(shakespeare, max_steps=2, stop_after=1), tmp_path, progress=False, echo=False)
+    path = checkpoint.latest(tmp_path)
+    state = torch.load(path, weights_only=True)
+    state["model_config"]["n_layer"] = 3  # e.g. the model preset was redefined since the run started
+    torch.save(state, path)
+    with pytest.raises(UserError, match=f"the checkpoint in {tmp_path} holds a model with n_layer=3; "
+                                        "--model cpu-tiny now builds n_layer=2"):
+        train(tiny(shakespeare, max_steps=2), tmp_path, resume=True, progress=False, echo=False)
