@@ -121,6 +121,11 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def shown(value) -> str:
+    """A setting's value as it would be typed on the command line."""
+    return str(value).lower() if isinstance(value, bool) or value is None else str(value)
+
+
 def saved_config(fields: dict) -> TrainConfig:
     """The TrainConfig a checkpoint recorded (fields added since it was written take their defaults)."""
     unknown = set(fields) - {f.name for f in dataclasses.fields(TrainConfig)}
@@ -135,8 +140,8 @@ def resume_config(saved: TrainConfig, given: dict) -> TrainConfig:
     `stop_after` belongs to one invocation: the resumed run does not inherit it."""
     for name, value in given.items():
         if name not in MAY_CHANGE_ON_RESUME and value != getattr(saved, name):
-            raise UserError(f"{flag(name)} {value} would change the run being resumed, which was started with "
-                            f"{flag(name)} {getattr(saved, name)}; a resume keeps the run's settings: drop the flag, "
+            raise UserError(f"{flag(name)} {shown(value)} would change the run being resumed, which was started with "
+                            f"{flag(name)} {shown(getattr(saved, name))}; a resume keeps the run's settings: drop the flag, "
                             "or start a new run in another --out-dir")
     allowed = {k: v for k, v in given.items() if k in MAY_CHANGE_ON_RESUME}
     cfg = replace(saved, **{"stop_after": None, **allowed})

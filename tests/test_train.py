@@ -288,7 +288,7 @@ def test_resume_refuses_flags_that_change_the_computation(shakespeare, tmp_path,
         ("--total-batch", "256"): "--total-batch 256 would change the run being resumed, which was started with --total-batch 128",
         ("--seed", "1"): "--seed 1 would change the run being resumed, which was started with --seed 1337",
         ("--max-lr", "0.01"): "--max-lr 0.01 would change the run being resumed, which was started with --max-lr 0.001",
-        ("--deterministic", "true"): "--deterministic True would change the run being resumed, which was started with --deterministic False",
+        ("--deterministic", "true"): "--deterministic true would change the run being resumed, which was started with --deterministic false",
         ("--model", "cpu-small"): "--model cpu-small would change the run being resumed, which was started with --model cpu-tiny",
         ("--preset", "cpu-tiny-shakespeare"): "--preset cpu-tiny-shakespeare does not match the run being resumed, which was started with --preset smoke",
     }
