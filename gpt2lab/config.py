@@ -38,6 +38,7 @@ class TrainConfig:
     autocast: Optional[str] = None
     device: str = "auto"
     seed: int = 1337
+    deterministic: bool = False  # bit-exact resume on CUDA too, at some speed cost (see gpt2lab.train)
     # evaluation and bookkeeping
     log_every: int = 1  # console line every N steps (the JSONL log gets every step)
     val_every: int = 250
@@ -49,6 +50,7 @@ class TrainConfig:
     sample_prompt: str = "Hello, I'm a language model,"
     sample_tokens: int = 32
     checkpoint_every: int = 5000
+    keep_checkpoints: int = 3  # newest step-numbered checkpoints kept; 0 keeps all
     stop_after: Optional[int] = None  # pause after this many steps; the schedule still targets max_steps
 
     def optim(self) -> OptimConfig:
@@ -60,7 +62,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be positive, got {getattr(self, name)}")
-        non_negative = ["warmup_steps", "val_every", "hellaswag_every", "sample_every", "checkpoint_every", "sample_tokens"]
+        non_negative = ["warmup_steps", "val_every", "hellaswag_every", "sample_every", "checkpoint_every", "sample_tokens",
+                        "keep_checkpoints"]
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -103,6 +106,48 @@ PRESETS: dict[str, TrainConfig] = {
         sample_tokens=8, checkpoint_every=4,
     ),
 }
+
+
+# What a resumed run may set anew: when to evaluate, log, sample and checkpoint, and where to pause. None of
+# it changes what is computed, so the resumed steps equal an uninterrupted run's. Everything else (model,
+# data, batch, schedule, knobs, seed, ...) comes from the checkpoint.
+MAY_CHANGE_ON_RESUME = frozenset({
+    "log_every", "val_every", "val_steps", "hellaswag_every", "hellaswag_limit", "hellaswag_data",
+    "sample_every", "sample_prompt", "sample_tokens", "checkpoint_every", "keep_checkpoints", "stop_after",
+})
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a TrainConfig field, as the user types it."""
+    return "--" + name.replace("_", "-")
+
+
+def shown(value) -> str:
+    """A setting's value as it would be typed on the command line."""
+    return str(value).lower() if isinstance(value, bool) or value is None else str(value)
+
+
+def saved_config(fields: dict) -> TrainConfig:
+    """The TrainConfig a checkpoint recorded (fields added since it was written take their defaults)."""
+    unknown = set(fields) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise UserError(f"the checkpoint's settings include {', '.join(sorted(unknown))}, unknown to this gpt2lab")
+    return TrainConfig(**fields)
+
+
+def resume_config(saved: TrainConfig, given: dict) -> TrainConfig:
+    """The run's saved settings, with the `given` values of the fields in MAY_CHANGE_ON_RESUME. A given value
+    that differs from the saved one in any other field is refused, naming its flag and both values.
+    `stop_after` belongs to one invocation: the resumed run does not inherit it."""
+    for name, value in given.items():
+        if name not in MAY_CHANGE_ON_RESUME and value != getattr(saved, name):
+            raise UserError(f"{flag(name)} {shown(value)} would change the run being resumed, which was started with "
+                            f"{flag(name)} {shown(getattr(saved, name))}; a resume keeps the run's settings: drop the flag, "
+                            "or start a new run in another --out-dir")
+    allowed = {k: v for k, v in given.items() if k in MAY_CHANGE_ON_RESUME}
+    cfg = replace(saved, **{"stop_after": None, **allowed})
+    cfg.validate()
+    return cfg
 
 
 def get_preset(name: str, **overrides) -> TrainConfig:

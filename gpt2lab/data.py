@@ -6,7 +6,10 @@ starts with `<|endoftext|>`, so document boundaries can be recovered from the to
 continue from one shard into the next. Shard 0 is the validation split, the rest are training.
 
 Shards are written to a temporary name and renamed into place, and the manifest records each shard's
-token count and sha256: a partial or corrupt shard is refused with an error that names the file.
+token count and sha256: a partial or corrupt shard is refused with an error that names the file. A loader
+checks every shard's size when it starts (a `stat`, instant: a shard cut short by a failed copy is found
+before training, not hours in) and each shard's sha256 when it first reads it; `python -m gpt2lab verify DIR`
+checks every sha256 up front.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gpt2lab import atomic
 from gpt2lab.download import sha256_file
 from gpt2lab.errors import UserError
 from gpt2lab.tokenizer import EOT_ID
@@ -33,20 +37,11 @@ def shard_name(index: int) -> str:
     return f"shard_{index:06d}.bin"
 
 
-def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_shard(folder: Path, index: int, tokens: np.ndarray) -> dict:
     """Write one shard atomically; returns its manifest entry."""
     tokens = np.ascontiguousarray(tokens, dtype=DTYPE)
     path = folder / shard_name(index)
-    atomic_write_bytes(path, tokens.tobytes())
+    atomic.write_bytes(path, tokens.tobytes())
     return {
         "file": path.name,
         "split": "val" if index == 0 else "train",
@@ -70,20 +65,37 @@ def read_manifest(folder: str | os.PathLike) -> dict:
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:
-    atomic_write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+    atomic.write_text(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+
+
+def require_complete(folder: Path, manifest: dict) -> None:
+    """Refuse the shards of a `prepare` that did not finish: training on them would silently use a prefix."""
+    if manifest.get("complete") is not True:
+        raise UserError(f"{folder} holds an unfinished prepare ({MANIFEST} says complete: false, "
+                        f"{len(manifest.get('shards', []))} shards so far); run the same `python -m gpt2lab prepare` "
+                        "command again to finish it")
+
+
+def shard_problem(folder: Path, entry: dict, sha256: bool = False, on_chunk=None) -> str | None:
+    """What is wrong with one shard (missing, wrong size, wrong sha256), or None. The size is a `stat`;
+    the sha256 reads the whole file."""
+    path = folder / entry["file"]
+    if not path.is_file():
+        return f"shard {path} listed in the manifest is missing"
+    size, expected = path.stat().st_size, entry["tokens"] * np.dtype(DTYPE).itemsize
+    if size != expected:
+        return f"shard {path} is truncated or corrupt: {size} bytes, manifest says {expected}"
+    if sha256 and sha256_file(path, on_chunk) != entry["sha256"]:
+        return f"shard {path} is corrupt: its sha256 does not match the manifest"
+    return None
 
 
 def open_shard(folder: Path, entry: dict, verify: bool = True) -> np.ndarray:
     """Memory-map a shard after checking its size (always) and its sha256 (when verify)."""
-    path = folder / entry["file"]
-    if not path.is_file():
-        raise UserError(f"shard {path} listed in the manifest is missing")
-    expected = entry["tokens"] * np.dtype(DTYPE).itemsize
-    if path.stat().st_size != expected:
-        raise UserError(f"shard {path} is truncated or corrupt: {path.stat().st_size} bytes, manifest says {expected}")
-    if verify and sha256_file(path) != entry["sha256"]:
-        raise UserError(f"shard {path} is corrupt: its sha256 does not match the manifest")
-    return np.memmap(path, dtype=DTYPE, mode="r")
+    problem = shard_problem(folder, entry, sha256=verify)
+    if problem:
+        raise UserError(problem)
+    return np.memmap(folder / entry["file"], dtype=DTYPE, mode="r")
 
 
 def permute_documents(tokens: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -124,9 +136,14 @@ class ShardLoader:
             raise ValueError(f"rank {rank} outside world of size {world_size}")
         self.folder = Path(folder)
         manifest = read_manifest(self.folder)
+        require_complete(self.folder, manifest)
         self.entries = [e for e in manifest["shards"] if e["split"] == split]
         if not self.entries:
             raise UserError(f"{self.folder} has no {split} shards")
+        for entry in self.entries:  # sizes now (instant); each sha256 when the shard is first read
+            problem = shard_problem(self.folder, entry)
+            if problem:
+                raise UserError(f"{problem}; `python -m gpt2lab verify {self.folder}` checks every shard")
         self.B, self.T, self.rank, self.world = batch_size, seq_len, rank, world_size
         self.global_tokens = batch_size * seq_len * world_size
         usable = [e for e in self.entries if e["tokens"] > self.global_tokens]

@@ -62,6 +62,15 @@ def mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return t / info.world_size
 
 
+def max_over_ranks(value: int, info: DistInfo) -> int:
+    """The largest of `value` over all ranks: how the ranks agree on "does any of us want to stop?"."""
+    if not info.ddp:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

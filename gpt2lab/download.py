@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 from tqdm import tqdm
+
+from gpt2lab.atomic import atomic_write
 
 CACHE_ENV = "GPT2LAB_CACHE"
 
@@ -32,11 +34,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or "~/.cache/gpt2lab").expanduser()
 
 
-def sha256_file(path: str | os.PathLike) -> str:
+def sha256_file(path: str | os.PathLike, on_chunk: Callable[[int], object] | None = None) -> str:
+    """The file's sha256, read in 1 MiB chunks; `on_chunk(nbytes)` after each (for a progress bar)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
+            if on_chunk is not None:
+                on_chunk(len(chunk))
     return h.hexdigest()
 
 
@@ -55,17 +60,10 @@ def fetch(url: str, sha256: str, dest: str | os.PathLike, *, progress: bool = Tr
                 "delete it to download it again"
             )
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            got = _copy(url, f, desc=dest.name, progress=progress, timeout=timeout)
-        if got != sha256:
+    with atomic_write(dest) as f:  # readers see no file or the whole verified file
+        got = _copy(url, f, desc=dest.name, progress=progress, timeout=timeout)
+        if got != sha256:  # raising inside the block discards the temporary file
             raise ChecksumError(f"download of {url} has sha256 {got}, expected {sha256}; nothing was saved to {dest}")
-        os.replace(tmp, dest)  # atomic: readers see no file or the whole verified file
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return dest
 
 

@@ -18,3 +18,12 @@ class TrainingDiverged(GPT2LabError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
     exit_code = 3
+
+
+class RunStopped(GPT2LabError):
+    """A run stopped early at a step boundary (a signal, a data error, a checkpoint that could not be
+    written); the message says which checkpoint holds the work and the command that resumes it."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -148,9 +148,10 @@ def prepare(source: str, out_dir: str | os.PathLike, name: str | None = None, sp
 
 
 def corpus_shards(name: str, shard_size: int) -> Path:
-    """Shards of a packaged corpus in the cache folder, prepared on first use (one process: it is small)."""
+    """Shards of a packaged corpus in the cache folder, prepared on first use (one process: it is small).
+    An interrupted earlier prepare (manifest not complete) is finished, not used as if whole."""
     folder = cache_dir() / "shards" / f"{name}-{shard_size}"
-    if not (folder / data.MANIFEST).exists():
+    if not (folder / data.MANIFEST).exists() or not data.read_manifest(folder).get("complete"):
         prepare(name, folder, shard_size=shard_size, workers=1, progress=False)
     return folder
 

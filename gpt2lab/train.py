@@ -1,8 +1,9 @@
 """The training loop: `python -m gpt2lab train --preset NAME --out-dir DIR [--resume]`.
 
 One optimizer step = `gpt2lab.step.train_step` (shared with the benchmark) over grad_accum micro-batches.
-Around it: the learning-rate schedule, validation loss, HellaSwag, samples, a JSONL log, atomic checkpoints,
-exact resume, and DDP when launched with torchrun.
+Around it: the learning-rate schedule, validation loss, HellaSwag, samples, a JSONL log, step-numbered
+checkpoints, stops at a step boundary (SIGTERM, Ctrl-C, a bad shard) that save a checkpoint first, exact
+resume from the run's saved settings, and DDP when launched with torchrun.
 """
 
 from __future__ import annotations
@@ -11,17 +12,20 @@ import argparse
 import json
 import math
 import os
+import shlex
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
-from gpt2lab import checkpoint, dist
-from gpt2lab.config import PRESETS, TrainConfig, field_types, get_preset
+from gpt2lab import atomic, checkpoint, dist, stop
+from gpt2lab.config import PRESETS, TrainConfig, field_types, get_preset, resume_config, saved_config
 from gpt2lab.corpus import CORPORA
 from gpt2lab.data import ShardLoader
-from gpt2lab.errors import TrainingDiverged, UserError
+from gpt2lab.errors import RunStopped, TrainingDiverged, UserError
 from gpt2lab.knobs import build, get_rung, keep_freed_memory, matmul_precision, unsupported_reason
 from gpt2lab.model import get_config
 from gpt2lab.optim import lr_at
@@ -29,6 +33,8 @@ from gpt2lab.step import train_step
 from gpt2lab.tokenizer import VOCAB_SIZE, decode, encode
 
 LOG = "log.jsonl"
+DEFAULT_PRESET = "gpt2-124m-fineweb10b"
+CUBLAS_DETERMINISTIC = (":4096:8", ":16:8")
 
 
 def resolve_data(cfg: TrainConfig, info: dist.DistInfo) -> Path:
@@ -44,11 +50,68 @@ def resolve_data(cfg: TrainConfig, info: dist.DistInfo) -> Path:
     return corpus_shards(cfg.data, cfg.shard_size)  # every rank: the path, now prepared
 
 
+def prepare_determinism() -> None:
+    """What must happen before CUDA starts for a deterministic run: cuBLAS picks its workspace layout once,
+    when the CUDA runtime initializes, and only a fixed layout (CUBLAS_WORKSPACE_CONFIG=:4096:8, eight
+    4 MiB buffers) makes its results independent of how work lands on its streams. PyTorch refuses cuBLAS
+    calls in deterministic mode without it."""
+    if os.environ.get("CUBLAS_WORKSPACE_CONFIG") in CUBLAS_DETERMINISTIC:
+        return
+    if torch.cuda.is_initialized():
+        warnings.warn("CUBLAS_WORKSPACE_CONFIG is set after CUDA started in this process, so cuBLAS may keep "
+                      "its earlier workspace; for a guaranteed bit-exact run start a fresh process (as the "
+                      "command line does) or set it before the first CUDA call", stacklevel=3)
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_DETERMINISTIC[0]
+
+
+@contextmanager
+def deterministic_algorithms(enabled: bool):
+    """Run-to-run identical kernels for the duration (process-global, restored after). On CUDA several
+    backward kernels accumulate with atomics whose order varies from run to run (the embedding backward,
+    the flash-attention backward's dQ): equal to rounding, not bit for bit. `use_deterministic_algorithms`
+    switches those to deterministic versions (including SDPA's flash and memory-efficient backward),
+    raises on ops that have none, and puts torch.compile's Inductor in its deterministic mode (no
+    benchmarking that changes numerics). cuDNN's attention is switched off: the others have a
+    deterministic backward. On CPU our kernels are deterministic already; this changes nothing there."""
+    if not enabled:
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn_sdp = torch.backends.cuda.cudnn_sdp_enabled()
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cuda.enable_cudnn_sdp(cudnn_sdp)
+
+
+def _shape_difference(saved: dict, now: dict) -> tuple[str, str]:
+    keys = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    return (", ".join(f"{k}={saved.get(k)}" for k in keys), ", ".join(f"{k}={now.get(k)}" for k in keys))
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
-                 progress: bool = True, echo: bool = True):
+                 progress: bool = True, echo: bool = True, preset: str | None = None):
+        self.out = Path(out_dir)
+        saved = None
+        if resume:  # the run's own settings, not the preset's: see config.resume_config
+            found = checkpoint.latest(self.out)
+            if found is None:
+                raise UserError(f"no checkpoint in {self.out} to resume; start a new run there without --resume")
+            saved = checkpoint.load(found)
+            was = saved.get("preset")
+            if preset is not None and was is not None and preset != was:
+                raise UserError(f"--preset {preset} does not match the run being resumed, which was started with "
+                                f"--preset {was}; drop --preset (a resume keeps the run's settings)")
+            preset = was if was is not None else preset
+            cfg = resume_config(saved_config(saved["train_config"]), asdict(cfg))
         cfg.validate()
-        self.cfg, self.out = cfg, Path(out_dir)
+        self.cfg, self.preset = cfg, preset
+        if cfg.deterministic:
+            prepare_determinism()  # before dist.init, which may start CUDA
         self.info = dist.init(cfg.device)
         self.echo, self.progress = echo and self.info.is_master, progress and self.info.is_master
         try:
@@ -79,22 +142,26 @@ class Trainer:
         self.built = build(knobs, model_cfg, self.info.device, self.optim,
                            ddp_local_rank=self.info.local_rank if self.info.ddp else None, seed=cfg.seed)
         self.step = 0
+        self.saved_step = None  # the step of the newest checkpoint this process wrote or resumed from
         self.hellaswag_examples = None
-        if resume:
-            self._resume()
+        if saved is not None:
+            self._resume(saved)
+            del saved
         elif self.info.is_master:
             self.out.mkdir(parents=True, exist_ok=True)
-            if (self.out / checkpoint.LATEST).exists():
+            if checkpoint.latest(self.out) is not None:
                 raise UserError(f"{self.out} already holds a run; pass --resume to continue it or pick another --out-dir")
             (self.out / LOG).write_text("")
         if self.info.is_master:
-            run_info = {"config": asdict(cfg), "knobs": asdict(knobs), "world_size": self.info.world_size,
-                        "grad_accum": self.grad_accum, "device": str(self.info.device),
-                        "params": self.built.raw.num_params(), "decay": str(self.built.decay_report)}
-            (self.out / "run.json").write_text(json.dumps(run_info, indent=1) + "\n")
+            run_info = {"preset": preset, "config": asdict(cfg), "knobs": asdict(knobs),
+                        "world_size": self.info.world_size, "grad_accum": self.grad_accum,
+                        "device": str(self.info.device), "params": self.built.raw.num_params(),
+                        "decay": str(self.built.decay_report)}
+            atomic.write_text(self.out / "run.json", json.dumps(run_info, indent=1) + "\n")
             if self.echo:
                 print(f"{cfg.model}: {run_info['params']:,} parameters on {self.info.device} x{self.info.world_size}, "
-                      f"rung {cfg.rung} ({knobs.describe()})\n{run_info['decay']}\n"
+                      f"rung {cfg.rung} ({knobs.describe()}){', deterministic' if cfg.deterministic else ''}\n"
+                      f"{run_info['decay']}\n"
                       f"{cfg.total_batch:,} tokens/step = {cfg.batch_size} x {cfg.seq_len} x {self.info.world_size} "
                       f"process(es) x {self.grad_accum} micro-steps; {'resuming at step ' + str(self.step) if resume else 'new run'} "
                       f"in {self.out}")
@@ -119,25 +186,50 @@ class Trainer:
             "rng": checkpoint.rng_state(),
             "model_config": asdict(self.built.raw.config),
             "train_config": asdict(self.cfg),
+            "preset": self.preset,
         }
 
-    def save(self) -> None:
-        if self.info.is_master:
-            checkpoint.save(self.state(), self.out / checkpoint.LATEST)
+    def resume_command(self) -> str:
+        """The command that continues this run (its settings come from the checkpoint)."""
+        args = f"-m gpt2lab train --out-dir {shlex.quote(str(self.out))} --resume"
+        if not self.info.ddp:
+            return f"python {args}"
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", self.info.world_size))
+        if per_node == self.info.world_size:
+            return f"torchrun --standalone --nproc_per_node={per_node} {args}"
+        return f"the same torchrun command with {args}"
 
-    def _resume(self) -> None:
-        state = checkpoint.load(self.out / checkpoint.LATEST)
-        if state["model_config"] != asdict(self.built.raw.config):
-            raise UserError(f"{self.out}: checkpoint model {state['model_config']} differs from this run's")
+    def save(self) -> None:
+        """Write the checkpoint of the current step (rank 0) and make sure every rank knows it worked:
+        the all-reduce doubles as a barrier, so no rank exits (and has torchrun kill the others) mid-write."""
+        failure = ""
+        if self.info.is_master:
+            try:
+                checkpoint.save(self.state(), self.out, keep=self.cfg.keep_checkpoints)
+            except OSError as e:  # disk full, quota, permissions: the previous checkpoint is untouched
+                failure = f"could not write the checkpoint of step {self.step} in {self.out}: {e.strerror or e}"
+        if dist.max_over_ranks(int(bool(failure)), self.info):
+            previous = checkpoint.latest(self.out)
+            kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+            raise RunStopped(f"{failure or 'rank 0 could not write the checkpoint of step ' + str(self.step)}; "
+                             f"{kept}; make room, then resume with: {self.resume_command()}")
+        self.saved_step = self.step
+
+    def _resume(self, state: dict) -> None:
+        now = asdict(self.built.raw.config)
+        if state["model_config"] != now:
+            was, this = _shape_difference(state["model_config"], now)
+            raise UserError(f"the checkpoint in {self.out} holds a model with {was}; --model {self.cfg.model} "
+                            f"now builds {this}")
         self.built.raw.load_state_dict(state["model"])
         self.built.optimizer.load_state_dict(state["optimizer"])
         self.train_loader.load_state_dict(state["loader"])
         checkpoint.set_rng_state(state["rng"])
-        self.step = state["step"]
+        self.step = self.saved_step = state["step"]
         if self.info.is_master:  # drop log lines of steps after the checkpoint: they will be redone
             lines = (self.out / LOG).read_text().splitlines() if (self.out / LOG).exists() else []
             kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] < self.step]
-            (self.out / LOG).write_text("".join(ln + "\n" for ln in kept))
+            atomic.write_text(self.out / LOG, "".join(ln + "\n" for ln in kept))
 
     def _due(self, every: int, last: bool) -> bool:
         return every > 0 and (self.step % every == 0 or last)
@@ -174,28 +266,40 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------------
     def fit(self) -> dict:
-        """Train from the current step to max_steps (or stop_after steps); returns a summary."""
+        """Train from the current step to max_steps (or stop_after steps); returns a summary. A stop request
+        (SIGTERM, Ctrl-C, a data error) ends the run between two steps with a checkpoint: RunStopped."""
         from tqdm.auto import tqdm
 
         end = self.cfg.max_steps if self.cfg.stop_after is None else min(self.cfg.max_steps, self.step + self.cfg.stop_after)
+        if self.step >= end:
+            done = read_log(self.out) if self.info.is_master else []
+            return {"step": self.step, "train_loss": done[-1]["loss"] if done else float("nan"),
+                    "out_dir": str(self.out), "finished_before": True}
         bar = tqdm(total=self.cfg.max_steps, initial=self.step, unit="step", disable=not self.progress, desc="train")
         last_loss = float("nan")
-        with matmul_precision(self.knobs):  # process-global: set for the run, restored after it
+        with matmul_precision(self.knobs), deterministic_algorithms(self.cfg.deterministic), stop.StopRequest() as request:
             try:
                 while self.step < end:
-                    last_loss = self._step(end)
+                    self._evaluate()
+                    position = self.train_loader.state_dict()
+                    batches = self._read_batches(request)
+                    why = request.agreed(self.info)  # the same answer on every rank
+                    if why != stop.NONE:
+                        bar.close()
+                        self.train_loader.load_state_dict(position)  # this step's batches are read again on resume
+                        self._stop(why, request.detail)
+                    last_loss = self._train(batches)
                     bar.update(1)
                     bar.set_postfix(loss=f"{last_loss:.3f}")
+                    if (self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0) \
+                            or self.step in (end, self.cfg.max_steps):
+                        self.save()
             finally:
                 bar.close()
         return {"step": self.step, "train_loss": last_loss, "out_dir": str(self.out)}
 
-    def _next_batch(self):
-        x, y = self.train_loader.next_batch()
-        return x.to(self.info.device, non_blocking=True), y.to(self.info.device, non_blocking=True)
-
-    def _step(self, end: int) -> float:
-        """Evaluations due at this step, one optimizer step, its log line and a checkpoint if due."""
+    def _evaluate(self) -> None:
+        """The evaluations due at this step (before its training step, as in the video's script)."""
         cfg = self.cfg
         last = self.step == cfg.max_steps - 1
         if self._due(cfg.val_every, last):
@@ -208,15 +312,47 @@ class Trainer:
         if self.info.is_master and self.step > 0 and self._due(cfg.sample_every, last):
             texts = self.samples()
             self.log({"type": "sample", "step": self.step, "text": texts}, "\n".join(f"sample: {t!r}" for t in texts))
+
+    def _read_batches(self, request: stop.StopRequest) -> list | None:
+        """This step's micro-batches, read before any compute: a shard that turns out missing or corrupt
+        then stops the run between two steps."""
+        try:
+            return [self.train_loader.next_batch() for _ in range(self.grad_accum)]
+        except (UserError, OSError) as e:
+            request.request(stop.DATA_ERROR, str(e))
+            return None
+
+    def _stop(self, why: int, detail: str) -> None:
+        """Save the checkpoint of this step (unless it was just saved) and raise RunStopped saying how to resume."""
+        if self.echo:
+            print(f"{stop.WHY[why]} at step {self.step}: saving a checkpoint before stopping", flush=True)
+        if self.saved_step != self.step:
+            self.save()
+        cause = f"stopped by {stop.WHY[why]} at step {self.step}"
+        if why == stop.DATA_ERROR:
+            cause += f" ({detail or 'on another rank'})"
+        fix = "fix the data (`python -m gpt2lab verify DIR` names every bad shard), then " if why == stop.DATA_ERROR else ""
+        raise RunStopped(f"{cause}; checkpoint {checkpoint.step_path(self.out, self.step)}; "
+                         f"{fix}resume with: {self.resume_command()}", exit_code=stop.EXIT_CODE[why])
+
+    def _train(self, batches: list) -> float:
+        """One optimizer step on this step's micro-batches, and its log line."""
+        cfg = self.cfg
         t0 = time.perf_counter()
         lr = lr_at(self.step, self.optim)
-        result = train_step(self.built, self._next_batch, self.grad_accum, lr=lr, grad_clip=cfg.grad_clip)
+        queue = iter(batches)
+
+        def next_batch():
+            x, y = next(queue)
+            return x.to(self.info.device, non_blocking=True), y.to(self.info.device, non_blocking=True)
+
+        result = train_step(self.built, next_batch, self.grad_accum, lr=lr, grad_clip=cfg.grad_clip)
         loss = dist.mean(result.loss, self.info).item()  # .item() waits for the device
         norm = result.grad_norm.item()
         dt = time.perf_counter() - t0
         if not math.isfinite(loss):
-            saved = self.out / checkpoint.LATEST
-            kept = f"the last good checkpoint is {saved}" if saved.exists() else "no checkpoint was written yet"
+            saved = checkpoint.latest(self.out)
+            kept = f"the last good checkpoint is {saved}" if saved else "no checkpoint was written yet"
             raise TrainingDiverged(f"loss became {loss} at step {self.step}; stopped, {kept}")
         tok_s = cfg.total_batch / dt
         record = {"type": "train", "step": self.step, "loss": loss, "lr": lr, "grad_norm": norm,
@@ -224,14 +360,15 @@ class Trainer:
         line = f"step {self.step:5d} | loss {loss:.6f} | lr {lr:.4e} | norm {norm:.4f} | {dt * 1000:.1f} ms | {tok_s:,.0f} tok/s"
         self.log(record, line if self.step % cfg.log_every == 0 else None)
         self.step += 1
-        if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step in (end, cfg.max_steps):
-            self.save()
         return loss
 
 
-def train(cfg: TrainConfig, out_dir, resume: bool = False, progress: bool = True, echo: bool = True) -> dict:
-    """Run (or continue) a training run; returns a summary. The Python face of `gpt2lab train`."""
-    return Trainer(cfg, out_dir, resume=resume, progress=progress, echo=echo).fit()
+def train(cfg: TrainConfig, out_dir, resume: bool = False, progress: bool = True, echo: bool = True,
+          preset: str | None = None) -> dict:
+    """Run (or continue) a training run; returns a summary. The Python face of `gpt2lab train`.
+    With resume=True the run continues with its saved settings; `cfg` may differ from them only in
+    config.MAY_CHANGE_ON_RESUME (evaluation, logging and checkpoint cadence, stop_after)."""
+    return Trainer(cfg, out_dir, resume=resume, progress=progress, echo=echo, preset=preset).fit()
 
 
 def read_log(out_dir, kind: str = "train") -> list[dict]:
@@ -252,10 +389,12 @@ def _parse_value(kind: type, text: str):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="gpt2-124m-fineweb10b", choices=list(PRESETS),
-                   help="run settings to start from (default: gpt2-124m-fineweb10b, the video's run)")
+    p.add_argument("--preset", default=None, choices=list(PRESETS),
+                   help=f"run settings to start from (default: {DEFAULT_PRESET}, the video's run; "
+                        "a --resume takes the run's own)")
     p.add_argument("--out-dir", default=None, help="run folder for log.jsonl and checkpoints (default: runs/PRESET)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out-dir from its newest checkpoint, with its saved settings")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     group = p.add_argument_group("overrides (each replaces one preset value)")
     for name, kind in field_types().items():
@@ -265,12 +404,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set_") and v is not None}
-    cfg = get_preset(args.preset, **overrides)
-    out = args.out_dir or os.path.join("runs", args.preset)
+    out = args.out_dir or os.path.join("runs", args.preset or DEFAULT_PRESET)
+    if args.resume:  # the run's saved settings plus the flags given now (refused if they change the computation)
+        found = checkpoint.latest(out)
+        if found is None:
+            raise UserError(f"no checkpoint in {out} to resume; start a new run there without --resume")
+        cfg = resume_config(saved_config(checkpoint.peek(found)["train_config"]), overrides)
+    else:
+        cfg = get_preset(args.preset or DEFAULT_PRESET, **overrides)
     try:
-        summary = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+        summary = train(cfg, out, resume=args.resume, progress=not args.no_progress,
+                        preset=args.preset if args.resume else args.preset or DEFAULT_PRESET)
     finally:
         dist.shutdown()
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"done: {summary['step']} steps, last train loss {summary['train_loss']:.4f}, run folder {summary['out_dir']}")
+        if summary.get("finished_before"):
+            print(f"nothing to do: the run in {summary['out_dir']} already finished all {summary['step']} steps "
+                  f"(last train loss {summary['train_loss']:.4f})")
+        else:
+            print(f"done: {summary['step']} steps, last train loss {summary['train_loss']:.4f}, "
+                  f"run folder {summary['out_dir']}")
     return 0

@@ -212,3 +212,57 @@ def test_unigram_baseline_matches_a_hand_computation(tmp_path):
     total = 6 + 50257  # add-one smoothing over the vocabulary
     expected = -(2 * np.log(4 / total) + np.log(2 / total)) / 3
     assert data.unigram_baseline(folder) == pytest.approx(expected)
+
+
+def test_loader_checks_every_shard_size_when_it_starts(shards):
+    m = data.read_manifest(shards)
+    last = shards / m["shards"][-1]["file"]  # a training shard the loader would reach last
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(UserError, match=f"shard {last} is truncated or corrupt: 1000 bytes, manifest says "
+                                        f"{2 * m['shards'][-1]['tokens']}; `python -m gpt2lab verify"):
+        data.ShardLoader(shards, "train", 2, 16)
+    data.ShardLoader(shards, "val", 2, 16)  # the validation split is whole
+    last.unlink()
+    with pytest.raises(UserError, match=f"shard {last} listed in the manifest is missing"):
+        data.ShardLoader(shards, "train", 2, 16)
+
+
+def test_loader_refuses_an_unfinished_prepare(shards):
+    m = data.read_manifest(shards)
+    data.write_manifest(shards, {**m, "complete": False})
+    with pytest.raises(UserError, match=r"unfinished prepare \(manifest.json says complete: false, 7 shards so far\)"):
+        data.ShardLoader(shards, "train", 2, 16)
+
+
+def test_corpus_shards_finishes_an_interrupted_prepare(tmp_path, monkeypatch):
+    from gpt2lab.prepare import corpus_shards
+
+    monkeypatch.setenv("GPT2LAB_CACHE", str(tmp_path))
+    folder = corpus_shards("tinyshakespeare", 100_000)
+    whole = data.read_manifest(folder)
+    data.write_manifest(folder, {**whole, "complete": False, "shards": whole["shards"][:2]})
+    (folder / whole["shards"][3]["file"]).unlink()
+    assert corpus_shards("tinyshakespeare", 100_000) == folder
+    assert data.read_manifest(folder) == whole
+    data.ShardLoader(folder, "train", 2, 16)
+
+
+def test_verify_command(shards, capsys):
+    assert main(["verify", str(shards), "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip() == f"{shards}: all 7 shards match the manifest (23,100 tokens, sha256 checked)"
+    m = data.read_manifest(shards)
+    bad = shards / m["shards"][2]["file"]
+    raw = bytearray(bad.read_bytes())
+    raw[100] ^= 0xFF  # same size: only the sha256 can tell
+    bad.write_bytes(raw)
+    data.ShardLoader(shards, "train", 2, 16)  # the size check at start passes
+    assert main(["verify", str(shards), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        f"gpt2lab verify: error: shard {bad} is corrupt: its sha256 does not match the manifest; 1 of 7 shards are bad")
+    (shards / m["shards"][5]["file"]).write_bytes(b"short")
+    assert main(["verify", str(shards), "--no-progress"]) == 2
+    assert "(and 1 more bad shard(s)); 2 of 7 shards are bad" in capsys.readouterr().err
+    data.write_manifest(shards, {**m, "complete": False})
+    assert main(["verify", str(shards), "--no-progress"]) == 2
+    assert "unfinished prepare" in capsys.readouterr().err

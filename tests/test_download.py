@@ -21,7 +21,7 @@ def source(tmp_path):
 
 
 def leftovers(folder):
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".part"))
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))  # gpt2lab.atomic temporaries
 
 
 def test_fetch_downloads_once_then_uses_the_cache(tmp_path, source, monkeypatch, no_network):

@@ -1,5 +1,7 @@
+import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,12 +14,13 @@ import torch
 from gpt2lab import checkpoint, dist
 from gpt2lab.cli import main
 from gpt2lab.config import get_preset
-from gpt2lab.errors import TrainingDiverged, UserError
+from gpt2lab.data import ShardLoader
+from gpt2lab.errors import RunStopped, TrainingDiverged, UserError
 from gpt2lab.knobs import Knobs, build
 from gpt2lab.model import GPT, get_config
 from gpt2lab.prepare import prepare
 from gpt2lab.step import capture_gradients
-from gpt2lab.train import read_log, train
+from gpt2lab.train import Trainer, read_log, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +67,7 @@ def test_clipping_caps_the_global_norm():
 
 def test_run_logs_and_checkpoints(shakespeare, tmp_path, capsys):
     before = torch.get_float32_matmul_precision()
-    summary = train(tiny(shakespeare), tmp_path, progress=False, echo=True)
+    summary = train(tiny(shakespeare), tmp_path, progress=False, echo=True, preset="smoke")
     assert summary["step"] == 6
     assert torch.get_float32_matmul_precision() == before  # the rung's TF32 setting does not leak
     out = capsys.readouterr().out
@@ -77,10 +80,13 @@ def test_run_logs_and_checkpoints(shakespeare, tmp_path, capsys):
     assert [r["step"] for r in read_log(tmp_path, "val")] == [0, 3, 5]
     samples = read_log(tmp_path, "sample")
     assert samples and samples[0]["text"][0].startswith("Hello, I'm a language model,")
-    state = torch.load(tmp_path / "latest.pt", weights_only=True)
-    assert state["step"] == 6 and set(state) >= {"model", "optimizer", "loader", "rng", "model_config"}
+    assert sorted(p.name for p in tmp_path.glob("step_*.pt")) == ["step_000003.pt", "step_000006.pt"]
+    state = torch.load(checkpoint.latest(tmp_path), weights_only=True)
+    assert state["step"] == 6 and set(state) >= {"model", "optimizer", "loader", "rng", "model_config", "train_config"}
+    assert state["preset"] == "smoke" and state["train_config"]["max_steps"] == 6
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["grad_accum"] == 2 and run["knobs"]["fused_adamw"]
+    assert run["preset"] == "smoke" and run["config"]["deterministic"] is False
     model = checkpoint.load_model(tmp_path)
     assert isinstance(model, GPT) and model.config.n_layer == 2
 
@@ -92,6 +98,7 @@ def test_resume_gives_the_same_losses(shakespeare, tmp_path):
     train(tiny(shakespeare), tmp_path / "split", resume=True, progress=False, echo=False)
     full, split = read_log(tmp_path / "full"), read_log(tmp_path / "split")
     assert [r["loss"] for r in split] == [r["loss"] for r in full]  # bit-exact on CPU
+    assert [r["lr"] for r in split] == [r["lr"] for r in full]
     assert [r["val_loss"] for r in read_log(tmp_path / "split", "val")] == \
         [r["val_loss"] for r in read_log(tmp_path / "full", "val")]
 
@@ -100,7 +107,7 @@ def test_existing_run_needs_resume_and_missing_checkpoint_is_clear(shakespeare, 
     train(tiny(shakespeare, max_steps=1), tmp_path, progress=False, echo=False)
     with pytest.raises(UserError, match="pass --resume"):
         train(tiny(shakespeare, max_steps=1), tmp_path, progress=False, echo=False)
-    with pytest.raises(UserError, match="no checkpoint at"):
+    with pytest.raises(UserError, match="no checkpoint in .*empty to resume; start a new run there without --resume"):
         train(tiny(shakespeare), tmp_path / "empty", resume=True, progress=False, echo=False)
 
 
@@ -119,7 +126,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(shakespeare, tmp_path, mo
     monkeypatch.setattr(GPT, "forward", poisoned)
     with pytest.raises(TrainingDiverged, match="loss became nan at step 4.*last good checkpoint"):
         train(tiny(shakespeare, val_every=0, sample_every=0), tmp_path, progress=False, echo=False)
-    assert torch.load(tmp_path / "latest.pt", weights_only=True)["step"] == 3
+    assert checkpoint.load(tmp_path)["step"] == 3
     assert all(torch.isfinite(p).all() for p in checkpoint.load(tmp_path)["model"].values())
 
 
@@ -129,24 +136,71 @@ def run_cli(args, **kw):
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
+def wait_for_steps(proc, out, steps, timeout=120):
+    """Block until the run in `out` has logged `steps` training steps; fail clearly if it dies or stalls."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        log = out / "log.jsonl"
+        if log.exists() and log.read_text().count('"type": "train"') >= steps:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the run exited ({proc.returncode}) before logging {steps} steps: {proc.communicate()}")
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail(f"no {steps} training steps logged in {out} within {timeout} s: {proc.communicate()}")
+
+
+def cli_args(data, out, *extra):
+    return ["train", "--preset", "smoke", "--data", data, "--batch-size", "2", "--seq-len", "32",
+            "--total-batch", "64", "--max-steps", "5000", "--checkpoint-every", "5", "--val-every", "10",
+            "--sample-every", "0", "--no-progress", "--out-dir", str(out), *extra]
+
+
+def train_records(out):
+    return [(r["step"], r["loss"], r["lr"]) for r in read_log(out)]
+
+
+@pytest.mark.slow
 def test_sigkill_mid_run_resumes_from_last_checkpoint(shakespeare, tmp_path):
-    args = ["train", "--preset", "smoke", "--data", shakespeare, "--batch-size", "2", "--seq-len", "32",
-            "--total-batch", "64", "--max-steps", "400", "--checkpoint-every", "5", "--val-every", "0",
-            "--sample-every", "0", "--no-progress"]
-    proc = run_cli([*args, "--out-dir", str(tmp_path / "killed")])
-    deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "killed" / "latest.pt").exists():
-        time.sleep(0.2)
-    time.sleep(1.0)
+    """kill -9 saves nothing: the run resumes from the last periodic checkpoint and redoes the steps after it."""
+    out = tmp_path / "killed"
+    proc = run_cli(cli_args(shakespeare, out))
+    wait_for_steps(proc, out, 12)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    step = torch.load(tmp_path / "killed" / "latest.pt", weights_only=True)["step"]
-    assert 5 <= step < 400 and step % 5 == 0
-    resumed = run_cli([*args, "--max-steps", str(step + 10), "--out-dir", str(tmp_path / "killed"), "--resume"])
-    # the schedule depends on max_steps, so the reference run uses the same value throughout
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
-    log = read_log(tmp_path / "killed")
-    assert [r["step"] for r in log] == list(range(step + 10))
+    step = checkpoint.load(out)["step"]
+    assert step >= 10 and step % 5 == 0
+    resumed = run_cli([*cli_args(shakespeare, out), "--resume", "--stop-after", "7"])
+    assert resumed.wait(timeout=300) == 0, resumed.communicate()
+    straight = run_cli([*cli_args(shakespeare, tmp_path / "straight"), "--stop-after", str(step + 7)])
+    assert straight.wait(timeout=300) == 0, straight.communicate()
+    assert train_records(out) == train_records(tmp_path / "straight")
+    assert [r[0] for r in train_records(out)] == list(range(step + 7))
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_the_printed_command_resumes_exactly(shakespeare, tmp_path):
+    out = tmp_path / "preempted"
+    proc = run_cli(cli_args(shakespeare, out))
+    wait_for_steps(proc, out, 8)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    step = checkpoint.load(out)["step"]
+    assert step >= 8 and len(read_log(out)) == step  # the checkpoint holds every step that was logged
+    message = err.strip().splitlines()[-1]
+    command = f"python -m gpt2lab train --out-dir {out} --resume"
+    assert message == (f"gpt2lab train: error: stopped by SIGTERM at step {step}; checkpoint "
+                       f"{out}/step_{step:06d}.pt; resume with: {command}")
+    # the printed command, with flags that may change on resume
+    resumed = run_cli([*command.split()[3:], "--stop-after", "6", "--val-every", "3", "--keep-checkpoints", "1",
+                       "--log-every", "2", "--checkpoint-every", "4"])
+    assert resumed.wait(timeout=300) == 0, resumed.communicate()
+    straight = run_cli([*cli_args(shakespeare, tmp_path / "straight"), "--stop-after", str(step + 6)])
+    assert straight.wait(timeout=300) == 0, straight.communicate()
+    assert train_records(out) == train_records(tmp_path / "straight")  # per-step losses and learning rates
+    assert [r[0] for r in train_records(out)] == list(range(step + 6))
+    assert checkpoint.saved_steps(out)[-1] == step + 6 and len(checkpoint.saved_steps(out)) <= 2
 
 
 def test_cli_user_errors(shakespeare, tmp_path, capsys):
@@ -180,6 +234,7 @@ def ddp_args(data, out):
             "--no-progress", "--out-dir", str(out)]
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_one_process(shakespeare, tmp_path):
     proc = dist.launch(ddp_args(shakespeare, tmp_path / "ddp"), nproc=2, timeout=300)
     out = proc.stdout
@@ -187,8 +242,7 @@ def test_ddp_two_processes_match_one_process(shakespeare, tmp_path):
     single = run_cli(ddp_args(shakespeare, tmp_path / "single"))
     _, err = single.communicate(timeout=300)
     assert single.returncode == 0, err
-    a = torch.load(tmp_path / "ddp" / "latest.pt", weights_only=True)
-    b = torch.load(tmp_path / "single" / "latest.pt", weights_only=True)
+    a, b = checkpoint.load(tmp_path / "ddp"), checkpoint.load(tmp_path / "single")
     assert checkpoint.max_param_diff(tmp_path / "ddp", tmp_path / "single") < 1e-5
     assert json.loads((tmp_path / "ddp" / "run.json").read_text())["grad_accum"] == 1
     assert json.loads((tmp_path / "single" / "run.json").read_text())["grad_accum"] == 2
@@ -199,6 +253,7 @@ def test_ddp_two_processes_match_one_process(shakespeare, tmp_path):
     assert out.count("| loss ") == 4  # only rank 0 prints
 
 
+@pytest.mark.slow
 def test_two_node_launch_on_loopback(shakespeare, tmp_path):
     rdzv = ["--nnodes=2", "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:29547", "--rdzv-id=gpt2lab-test"]
     nodes = [torchrun(ddp_args(shakespeare, tmp_path / "run"), nproc=1, extra=[*rdzv, f"--node-rank={i}"]) for i in (0, 1)]
@@ -217,3 +272,186 @@ def test_hellaswag_is_logged_at_eval_steps(shakespeare, tmp_path):
     logged = read_log(tmp_path, "hellaswag")
     assert [r["step"] for r in logged] == [0, 2, 3]
     assert all(r["n"] == 8 and 0 <= r["correct_norm"] <= 8 and r["acc_norm"] == r["correct_norm"] / 8 for r in logged)
+
+
+def short_args(data, out, *extra):
+    return ["train", "--preset", "smoke", "--data", data, "--batch-size", "2", "--seq-len", "32",
+            "--total-batch", "128", "--max-steps", "12", "--checkpoint-every", "4", "--val-every", "4",
+            "--sample-every", "0", "--no-progress", "--out-dir", str(out), *extra]
+
+
+def test_resume_refuses_flags_that_change_the_computation(shakespeare, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(short_args(shakespeare, out, "--stop-after", "4")) == 0
+    refused = {
+        ("--max-steps", "35"): "--max-steps 35 would change the run being resumed, which was started with --max-steps 12",
+        ("--total-batch", "256"): "--total-batch 256 would change the run being resumed, which was started with --total-batch 128",
+        ("--seed", "1"): "--seed 1 would change the run being resumed, which was started with --seed 1337",
+        ("--max-lr", "0.01"): "--max-lr 0.01 would change the run being resumed, which was started with --max-lr 0.001",
+        ("--deterministic", "true"): "--deterministic true would change the run being resumed, which was started with --deterministic false",
+        ("--model", "cpu-small"): "--model cpu-small would change the run being resumed, which was started with --model cpu-tiny",
+        ("--preset", "cpu-tiny-shakespeare"): "--preset cpu-tiny-shakespeare does not match the run being resumed, which was started with --preset smoke",
+    }
+    for given, expected in refused.items():
+        assert main(["train", "--out-dir", str(out), "--resume", "--no-progress", *given]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"gpt2lab train: error: {expected}; "), err
+    # the same settings typed again are not a change; a plain --resume finishes the run
+    assert main(short_args(shakespeare, out, "--resume")) == 0
+    assert [r["step"] for r in read_log(out)] == list(range(12))
+    capsys.readouterr()
+    assert main(["train", "--out-dir", str(out), "--resume", "--no-progress"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"nothing to do: the run in {out} already finished all 12 steps")
+
+
+def test_resumed_runs_equal_a_straight_run_whatever_allowed_flags_they_carry(shakespeare, tmp_path, capsys):
+    assert main(short_args(shakespeare, tmp_path / "straight")) == 0
+    out = tmp_path / "pieces"
+    assert main(short_args(shakespeare, out, "--stop-after", "3")) == 0
+    pieces = [["--stop-after", "2", "--val-every", "1", "--sample-every", "1", "--sample-tokens", "3"],
+              ["--stop-after", "4", "--log-every", "3", "--checkpoint-every", "1", "--keep-checkpoints", "2",
+               "--val-steps", "1", "--hellaswag-every", "2", "--hellaswag-limit", "4", "--sample-prompt", "To be"],
+              []]
+    from gpt2lab import hellaswag
+
+    pieces[1] += ["--hellaswag-data", str(hellaswag.sample_path())]
+    for flags in pieces:
+        assert main(["train", "--out-dir", str(out), "--resume", "--no-progress", *flags]) == 0
+    assert train_records(out) == train_records(tmp_path / "straight")  # losses and learning rates, bit for bit
+    assert [r[0] for r in train_records(out)] == list(range(12))
+    assert checkpoint.load(out)["train_config"]["max_steps"] == 12
+
+
+def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(shakespeare, tmp_path, monkeypatch):
+    real = Trainer._train
+
+    def interrupted_at_step_2(self, batches):
+        if self.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives mid-step; the step still finishes
+        return real(self, batches)
+
+    monkeypatch.setattr(Trainer, "_train", interrupted_at_step_2)
+    with pytest.raises(RunStopped) as e:
+        train(tiny(shakespeare, checkpoint_every=0), tmp_path, progress=False, echo=False)
+    assert e.value.exit_code == 130
+    assert str(e.value) == (f"stopped by Ctrl-C (SIGINT) at step 3; checkpoint {tmp_path}/step_000003.pt; "
+                            f"resume with: python -m gpt2lab train --out-dir {tmp_path} --resume")
+    assert checkpoint.load(tmp_path)["step"] == 3 and len(read_log(tmp_path)) == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    monkeypatch.setattr(Trainer, "_train", real)
+    train(tiny(shakespeare, checkpoint_every=0), tmp_path, resume=True, progress=False, echo=False)
+    train(tiny(shakespeare, checkpoint_every=0), tmp_path / "straight", progress=False, echo=False)
+    assert train_records(tmp_path) == train_records(tmp_path / "straight")
+
+
+def test_a_checkpoint_that_cannot_be_written_keeps_the_previous_one(shakespeare, tmp_path, monkeypatch, capsys):
+    real_save = torch.save
+
+    def full_disk_at_step_8(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("step") == 8:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk_at_step_8)
+    out = tmp_path / "run"
+    assert main(short_args(shakespeare, out)) == 1
+    err = capsys.readouterr().err
+    assert err == (f"gpt2lab train: error: could not write the checkpoint of step 8 in {out}: No space left on device; "
+                   f"the previous checkpoint {out}/step_000004.pt is intact; make room, then resume with: "
+                   f"python -m gpt2lab train --out-dir {out} --resume\n")
+    assert sorted(p.name for p in out.iterdir()) == ["latest", "log.jsonl", "run.json", "step_000004.pt"]
+    monkeypatch.setattr(torch, "save", real_save)
+    assert main(["train", "--out-dir", str(out), "--resume", "--no-progress"]) == 0
+    assert main(short_args(shakespeare, tmp_path / "straight")) == 0
+    assert train_records(out) == train_records(tmp_path / "straight")
+
+
+def test_a_corrupt_shard_mid_run_stops_with_a_checkpoint(tmp_path, capsys):
+    data = tmp_path / "shards"
+    prepare("tinyshakespeare", data, shard_size=4_000, workers=1, progress=False)
+    loader = ShardLoader(data, "train", 2, 32, seed=1337)
+    second = data / loader.entries[loader._order(0)[1]]["file"]  # the second shard the run reads
+    good = second.read_bytes()
+    second.write_bytes(bytes([good[0] ^ 0xFF]) + good[1:])  # same size: found by its sha256, when first read
+    out = tmp_path / "run"
+    flags = ["--max-steps", "40", "--checkpoint-every", "0", "--val-every", "0"]
+    assert main(short_args(str(data), out, *flags)) == 2
+    step = checkpoint.load(out)["step"]
+    assert 0 < step < 40 and len(read_log(out)) == step
+    err = capsys.readouterr().err
+    assert err == (f"gpt2lab train: error: stopped by a data error at step {step} (shard {second} is corrupt: its "
+                   f"sha256 does not match the manifest); checkpoint {out}/step_{step:06d}.pt; fix the data "
+                   f"(`python -m gpt2lab verify DIR` names every bad shard), then resume with: "
+                   f"python -m gpt2lab train --out-dir {out} --resume\n")
+    second.write_bytes(good)
+    assert main(["train", "--out-dir", str(out), "--resume", "--no-progress"]) == 0
+    assert main(short_args(str(data), tmp_path / "straight", *flags)) == 0
+    assert train_records(out) == train_records(tmp_path / "straight")
+
+
+def test_keep_checkpoints_prunes_the_oldest(shakespeare, tmp_path):
+    train(tiny(shakespeare, checkpoint_every=1, keep_checkpoints=2), tmp_path, progress=False, echo=False)
+    assert checkpoint.saved_steps(tmp_path) == [5, 6] and checkpoint.load(tmp_path)["step"] == 6
+
+
+def test_deterministic_on_cpu_changes_nothing(shakespeare, tmp_path):
+    train(tiny(shakespeare, max_steps=3), tmp_path / "plain", progress=False, echo=False)
+    train(tiny(shakespeare, max_steps=3, deterministic=True), tmp_path / "det", progress=False, echo=False)
+    assert train_records(tmp_path / "det") == train_records(tmp_path / "plain")
+    assert json.loads((tmp_path / "det" / "run.json").read_text())["config"]["deterministic"] is True
+    assert not torch.are_deterministic_algorithms_enabled()  # process-global: restored after the run
+
+
+def worker_pids(launcher_pid):
+    """{rank: pid} of the processes torchrun started (Linux /proc)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == launcher_pid:
+                env = (stat.parent / "environ").read_bytes().split(b"\0")
+                rank = next(int(v[5:]) for v in env if v.startswith(b"RANK="))
+                found[rank] = int(stat.parent.name)
+        except (OSError, StopIteration, ValueError, IndexError):
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_ddp_rank_stops_every_rank_with_one_checkpoint(shakespeare, tmp_path):
+    out = tmp_path / "ddp"
+    args = ["train", "--preset", "smoke", "--data", shakespeare, "--batch-size", "2", "--seq-len", "32",
+            "--total-batch", "128", "--max-steps", "5000", "--checkpoint-every", "0", "--val-every", "10",
+            "--sample-every", "0", "--no-progress"]
+    proc = torchrun([*args, "--out-dir", str(out)], extra=["--standalone"])
+    wait_for_steps(proc, out, 5)
+    ranks = worker_pids(proc.pid)
+    assert sorted(ranks) == [0, 1], ranks
+    os.kill(ranks[1], signal.SIGTERM)  # only rank 1 hears it: the ranks must agree to stop
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    step = checkpoint.load(out)["step"]
+    assert len(read_log(out)) == step
+    command = f"torchrun --standalone --nproc_per_node=2 -m gpt2lab train --out-dir {out} --resume"
+    line = (f"gpt2lab train: error: stopped by SIGTERM at step {step}; checkpoint {out}/step_{step:06d}.pt; "
+            f"resume with: {command}")
+    assert output.count(line) == 2, output  # each rank says the same
+    resumed = torchrun(["train", "--out-dir", str(out), "--resume", "--no-progress", "--stop-after", "4"],
+                       extra=["--standalone"])
+    assert resumed.wait(timeout=300) == 0, resumed.communicate()
+    straight = torchrun([*args, "--out-dir", str(tmp_path / "straight"), "--stop-after", str(step + 4)],
+                        extra=["--standalone"])
+    assert straight.wait(timeout=300) == 0, straight.communicate()
+    assert train_records(out) == train_records(tmp_path / "straight")
+    assert [r[0] for r in train_records(out)] == list(range(step + 4))
+
+
+def test_a_checkpoint_of_another_model_shape_is_refused_naming_both(shakespeare, tmp_path):
+    train(tiny(shakespeare, max_steps=2, stop_after=1), tmp_path, progress=False, echo=False)
+    path = checkpoint.latest(tmp_path)
+    state = torch.load(path, weights_only=True)
+    state["model_config"]["n_layer"] = 3  # e.g. the model preset was redefined since the run started
+    torch.save(state, path)
+    with pytest.raises(UserError, match=f"the checkpoint in {tmp_path} holds a model with n_layer=3; "
+                                        "--model cpu-tiny now builds n_layer=2"):
+        train(tiny(shakespeare, max_steps=2), tmp_path, resume=True, progress=False, echo=False)

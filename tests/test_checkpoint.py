@@ -1,0 +1,74 @@
+import errno
+
+import pytest
+import torch
+
+from gpt2lab import checkpoint
+from gpt2lab.errors import UserError
+
+
+def state(step):
+    return {"step": step, "model": {"w": torch.full((3,), float(step))}, "train_config": {"max_steps": 9},
+            "model_config": {"n_layer": 2}, "preset": "smoke"}
+
+
+def files(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_step_numbered_checkpoints_latest_pointer_and_pruning(tmp_path):
+    assert checkpoint.latest(tmp_path) is None
+    for step in (2, 4, 6, 8):
+        path = checkpoint.save(state(step), tmp_path, keep=3)
+        assert path == tmp_path / f"step_{step:06d}.pt" and checkpoint.latest(tmp_path) == path
+    assert files(tmp_path) == ["latest", "step_000004.pt", "step_000006.pt", "step_000008.pt"]
+    assert (tmp_path / "latest").read_text() == "step_000008.pt\n"
+    assert checkpoint.load(tmp_path)["step"] == 8  # a folder means its newest complete checkpoint
+    assert checkpoint.load(tmp_path / "step_000004.pt")["model"]["w"].tolist() == [4.0] * 3
+    assert checkpoint.peek(checkpoint.latest(tmp_path)) == {"step": 8, "train_config": {"max_steps": 9},
+                                                            "model_config": {"n_layer": 2}, "preset": "smoke"}
+    checkpoint.save(state(10), tmp_path, keep=0)  # 0 keeps every checkpoint
+    assert checkpoint.saved_steps(tmp_path) == [4, 6, 8, 10]
+
+
+def test_resumed_from_an_earlier_step_prunes_only_up_to_it(tmp_path):
+    for step in (2, 4, 6):
+        checkpoint.save(state(step), tmp_path, keep=0)
+    checkpoint.save(state(3), tmp_path, keep=2)  # e.g. a resume from step 2 that has now reached step 3
+    assert checkpoint.saved_steps(tmp_path) == [2, 3, 4, 6] and checkpoint.load(tmp_path)["step"] == 3
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    checkpoint.save(state(4), tmp_path, keep=3)
+    real_save = torch.save
+
+    def disk_full(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)  # most of the bytes are out when the disk fills up
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left on device"):
+        checkpoint.save(state(8), tmp_path, keep=3)
+    assert files(tmp_path) == ["latest", "step_000004.pt"]  # no half file, no temporary, pointer unchanged
+    assert checkpoint.load(tmp_path)["step"] == 4
+
+
+def test_missing_unreadable_and_legacy_checkpoints(tmp_path):
+    with pytest.raises(UserError, match="no checkpoint in"):
+        checkpoint.load(tmp_path)
+    torch.save(state(5), tmp_path / "latest.pt")  # a run folder from before step-numbered checkpoints
+    assert checkpoint.latest(tmp_path) == tmp_path / "latest.pt" and checkpoint.load(tmp_path)["step"] == 5
+    (tmp_path / "step_000007.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "latest").write_text("step_000007.pt\n")
+    with pytest.raises(UserError, match="step_000007.pt is not a readable gpt2lab checkpoint"):
+        checkpoint.load(tmp_path)
+    (tmp_path / "latest").write_text("step_000009.pt\n")
+    with pytest.raises(UserError, match=r"names step_000009.pt, which is missing; point it at one of \['step_000007.pt'\]"):
+        checkpoint.load(tmp_path)
+
+
+def test_rng_state_round_trip():
+    saved = checkpoint.rng_state()
+    a = torch.rand(4)
+    checkpoint.set_rng_state(saved)
+    assert torch.equal(torch.rand(4), a)
