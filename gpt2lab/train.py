@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 
 from gpt2lab import checkpoint, dist
-from gpt2lab.config import PRESETS, TrainConfig, field_types, get_preset
+from gpt2lab.checks import flag, input_file, output_folder
+from gpt2lab.config import PRESETS, TrainConfig, choices, field_help, field_types, get_preset
 from gpt2lab.corpus import CORPORA
-from gpt2lab.data import ShardLoader
+from gpt2lab.data import MANIFEST, ShardLoader
 from gpt2lab.errors import TrainingDiverged, UserError
 from gpt2lab.knobs import build, get_rung, keep_freed_memory, matmul_precision, unsupported_reason
 from gpt2lab.model import get_config
@@ -246,27 +247,81 @@ def _parse_value(kind: type, text: str):
             raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
         return text.lower() in ("true", "1", "yes")
     try:
-        return kind(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else kind.__name__}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="gpt2-124m-fineweb10b", choices=list(PRESETS),
-                   help="run settings to start from (default: gpt2-124m-fineweb10b, the video's run)")
-    p.add_argument("--out-dir", default=None, help="run folder for log.jsonl and checkpoints (default: runs/PRESET)")
+    p.usage = "%(prog)s [--preset PRESET] [--out-dir DIR] [--resume] [--no-progress] [--SETTING VALUE ...]"
+    p.add_argument("--preset", default="gpt2-124m-fineweb10b", choices=list(PRESETS), metavar="PRESET",
+                   help=f"run settings to start from, one of: {', '.join(PRESETS)} "
+                        "(default: gpt2-124m-fineweb10b, the video's run)")
+    p.add_argument("--out-dir", default=None, metavar="DIR",
+                   help="run folder for log.jsonl and checkpoints (default: runs/PRESET)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    group = p.add_argument_group("overrides (each replaces one preset value)")
+    group = p.add_argument_group("settings (each replaces one value of --preset)")
+    helps, allowed = field_help(), choices()
     for name, kind in field_types().items():
-        group.add_argument(f"--{name.replace('_', '-')}", dest=f"set_{name}", default=None, metavar=kind.__name__.upper(),
-                           type=lambda s, k=kind: _parse_value(k, s))
+        text, extra = helps.get(name, ""), {}
+        if name in allowed:
+            extra = {"choices": allowed[name]}
+            text += f"; one of: {', '.join(allowed[name])}"
+        elif name == "device":
+            text += f"; one of: {dist.DEVICE_CHOICES}"
+        metavar = ("{true,false}" if kind is bool else name.upper() if name in allowed or name == "device"
+                   else "PATH" if name in ("data", "hellaswag_data") else {int: "N", float: "X", str: "TEXT"}[kind])
+        group.add_argument(flag(name), dest=f"set_{name}", default=None, metavar=metavar, help=text,
+                           type=lambda s, k=kind: _parse_value(k, s), **extra)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The preset with the flags' overrides, checked, with errors naming the flags."""
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set_") and v is not None}
+    cfg = replace(get_preset(args.preset), **overrides)
+    cfg.validate(name=flag)
+    cfg.grad_accum(int(os.environ.get("WORLD_SIZE", "1")), name=flag)
+    return cfg
+
+
+def check_inputs(cfg: TrainConfig, args: argparse.Namespace, out: Path) -> None:
+    """Everything `train` can check before it builds a model: device, data, run folder, HellaSwag file."""
+    problem = dist.device_problem(cfg.device)
+    if problem and args.set_device is None:
+        raise UserError(f"--preset {args.preset} trains on {cfg.device}, but {problem}; use a preset for this "
+                        f"machine (e.g. --preset cpu-tiny-shakespeare), or --device cpu to run this one on the CPU")
+    if problem:
+        raise UserError(f"--device {cfg.device}: {problem}")
+    if cfg.data not in CORPORA and not (Path(cfg.data) / MANIFEST).is_file():
+        given = f"--data {cfg.data}" if args.set_data else f"--preset {args.preset} reads {cfg.data}, which"
+        raise UserError(f"{given} is not a prepared shard folder (no {MANIFEST}); make it with `python -m gpt2lab "
+                        f"prepare --out {cfg.data}`, or pass --data with a shard folder or a packaged corpus "
+                        f"({', '.join(CORPORA)})")
+    output_folder(out, "--out-dir")
+    saved = out / checkpoint.LATEST
+    if args.resume and not saved.is_file():
+        raise UserError(f"--resume: --out-dir {out} holds no checkpoint ({checkpoint.LATEST}) to continue")
+    if not args.resume and saved.exists():
+        raise UserError(f"--out-dir {out} already holds a run; pass --resume to continue it, or pick another --out-dir")
+    if cfg.hellaswag_every:
+        from gpt2lab import hellaswag
+
+        if cfg.hellaswag_data:
+            input_file(cfg.hellaswag_data, "--hellaswag-data")
+        try:
+            hellaswag.data_path(cfg.hellaswag_data)  # downloaded now (once) if needed, not at step 0 of the run
+        except (OSError, ValueError) as e:
+            raise UserError(f"--hellaswag-data: {e}; or --hellaswag-every 0 to train without HellaSwag") from None
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set_") and v is not None}
-    cfg = get_preset(args.preset, **overrides)
-    out = args.out_dir or os.path.join("runs", args.preset)
+    cfg = config_from_args(args)
+    out = Path(args.out_dir or os.path.join("runs", args.preset))
+    check_inputs(cfg, args, out)
     try:
         summary = train(cfg, out, resume=args.resume, progress=not args.no_progress)
     finally:
