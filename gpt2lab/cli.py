@@ -15,7 +15,7 @@ import errno
 import importlib
 import sys
 
-from gpt2lab.errors import GPT2LabError
+from gpt2lab.errors import GPT2LabError, one_line
 
 COMMANDS = {
     "prepare": ("gpt2lab.prepare", "tokenize a corpus (Hugging Face dataset or local files) into uint16 shards"),
@@ -26,11 +26,6 @@ COMMANDS = {
 
 # OS errors that come from the user's machine, not from a bug: reported in one line like a UserError.
 _ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS}
-
-
-def one_line(text: object) -> str:
-    """Collapse a message to one line: some library errors we pass on span several."""
-    return " ".join(str(text).split())
 
 
 class OneLineParser(argparse.ArgumentParser):

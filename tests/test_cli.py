@@ -25,4 +25,4 @@ def test_module_entry_point_reports_user_errors_in_one_line():
     proc = subprocess.run([sys.executable, "-m", "gpt2lab", "train", "--preset", "smoke", "--max-steps", "0"],
                           capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "gpt2lab train: error: max_steps must be positive, got 0"
+    assert proc.stderr.strip() == "gpt2lab train: error: --max-steps must be positive, got 0"
