@@ -13,6 +13,7 @@ import argparse
 import difflib
 import errno
 import importlib
+import re
 import sys
 
 from gpt2lab.errors import GPT2LabError, one_line
@@ -30,6 +31,12 @@ _ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, er
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse, except that a usage error is one line (`gpt2lab train: error: ...`), not a usage block."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # argparse (before 3.13) takes `--max-lr -1e-3` or `--grad-clip -inf` for a flag with no value, which
+        # hides the real mistake; read them as numbers, so the value check can name them.
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^-(inf|nan)$", re.I)
 
     def error(self, message: str):
         name = self.prog.removeprefix("python -m ")

@@ -10,6 +10,7 @@ Interrupted runs resume: finished shards are kept and the stream skips the docum
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing as mp
 import os
 from pathlib import Path
@@ -62,7 +63,7 @@ def iter_document_batches(source: str, name: str | None = None, split: str = "tr
                 texts = batch[text_field]
                 for i, text in enumerate(texts):
                     if not isinstance(text, str):
-                        what = (f"no {text_field!r} field" if text is None
+                        what = (f"no {text_field!r} field (--text-field names the text column)" if text is None
                                 else f"{text_field!r} is {type(text).__name__} {str(text)[:40]!r}, not text")
                         raise UserError(f"--source {_where(source, files, index + i)}: {what}")
                 index += len(texts)
@@ -168,6 +169,8 @@ def prepare(source: str, out_dir: str | os.PathLike, name: str | None = None, sp
     budget = max_tokens - written if max_tokens is not None else None
 
     tasks = iter_document_batches(source, name, split, text_field, skip=docs_done)
+    first = next(tasks, None)  # read and check the first documents before a progress bar or workers start
+    tasks = itertools.chain([first] if first is not None else [], tasks)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=max_tokens, initial=written, unit="tok", unit_scale=True, disable=not progress,
@@ -261,6 +264,9 @@ def check_inputs(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     name = args.name if args.name or args.source != DEFAULT_SOURCE else DEFAULT_NAME
     check_inputs(args)
+    import datasets
+
+    datasets.utils.logging.set_verbosity(datasets.logging.CRITICAL)  # its errors reach the user as our one line
     manifest = prepare(args.source, args.out, name=name, split=args.split, shard_size=args.shard_size,
                        max_tokens=args.max_tokens, workers=args.workers, text_field=args.text_field)
     total = sum(e["tokens"] for e in manifest["shards"])
