@@ -12,6 +12,7 @@ import json
 import math
 import os
 import time
+import zipfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -305,6 +306,8 @@ def check_inputs(cfg: TrainConfig, args: argparse.Namespace, out: Path) -> None:
     saved = out / checkpoint.LATEST
     if args.resume and not saved.is_file():
         raise UserError(f"--resume: --out-dir {out} holds no checkpoint ({checkpoint.LATEST}) to continue")
+    if args.resume and not zipfile.is_zipfile(saved):  # cheap; the full load comes once the model is built
+        raise UserError(f"--resume: {saved} is not a checkpoint (not a file written by torch.save)")
     if not args.resume and saved.exists():
         raise UserError(f"--out-dir {out} already holds a run; pass --resume to continue it, or pick another --out-dir")
     if cfg.hellaswag_every:

@@ -21,6 +21,7 @@ def test_unknown_or_missing_command_exits_2(capsys):
         assert e.value.code == 2
 
 
+@pytest.mark.slow
 def test_module_entry_point_reports_user_errors_in_one_line():
     proc = subprocess.run([sys.executable, "-m", "gpt2lab", "train", "--preset", "smoke", "--max-steps", "0"],
                           capture_output=True, text=True)

@@ -90,6 +90,7 @@ CASES = [
     case("train", "--preset", "smoke", "--out-dir", "a_file/run", expect=("--out-dir a_file/run", "is a file")),
     case("train", "--preset", "smoke", "--out-dir", "old_run", expect=("--out-dir old_run", "--resume")),
     case("train", "--preset", "smoke", "--out-dir", "empty_dir", "--resume", expect=("--resume", "empty_dir")),
+    case("train", "--preset", "smoke", "--out-dir", "old_run", "--resume", expect=("--resume", "old_run/latest.pt")),
     case(*SMOKE, "--hellaswag-every", "4", "--hellaswag-data", "nowhere.jsonl",
          expect=("--hellaswag-data", "nowhere.jsonl")),
     # prepare
@@ -149,7 +150,8 @@ SUBPROCESS_CASES = [
     case("prepare", "--out", "shards", expect=("--source HuggingFaceFW/fineweb-edu", "cannot reach"),
          env={"HF_ENDPOINT": "http://127.0.0.1:{closed_port}"}, id="prepare offline"),
     case("prepare", "--source", "rows.jsonl", "--out", "shards", expect="rows.jsonl, line 3"),
-    case("hellaswag", "--checkpoint", "run.json", "--data", HELLASWAG, expect="--checkpoint run.json"),
+    case("hellaswag", "--pretrained", "gpt2", "--data", HELLASWAG, expect=("--pretrained gpt2", "HF_HUB_OFFLINE"),
+         env={"HF_HUB_OFFLINE": "1", "HF_HOME": "hf-home"}, id="hellaswag --pretrained gpt2 offline"),
 ]
 
 
