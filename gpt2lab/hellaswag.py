@@ -89,7 +89,7 @@ def data_path(path: str | os.PathLike | None = None) -> Path:
         try:
             return fetch(OFFICIAL_URL, OFFICIAL_SHA256, cache_dir() / "hellaswag" / "hellaswag_val.jsonl")
         except DownloadError as e:
-            raise DownloadError(f"{e} (a local copy can be given as a path, e.g. --data, or in ${DATA_ENV})") from e
+            raise DownloadError(f"{e} (give a local copy: `hellaswag --data`, `train --hellaswag-data` or ${DATA_ENV})") from e
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"HellaSwag file {path}{source} does not exist")

@@ -231,16 +231,22 @@ def corpus_shards(name: str, shard_size: int) -> Path:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", default=DEFAULT_SOURCE,
-                   help=f"hub dataset id, local .jsonl/.parquet/.txt file or folder, or a packaged corpus "
+    p.add_argument("--source", default=DEFAULT_SOURCE, metavar="ID_OR_PATH",
+                   help=f"hub dataset id, local .jsonl/.json/.parquet/.txt file or folder, or a packaged corpus "
                         f"({', '.join(CORPORA)}) (default: {DEFAULT_SOURCE})")
     p.add_argument("--name", default=None, help=f"hub dataset config (default for FineWeb-Edu: {DEFAULT_NAME})")
     p.add_argument("--split", default="train", help="hub dataset split (default: train)")
-    p.add_argument("--text-field", default="text", help="column holding the document text (default: text)")
-    p.add_argument("--out", required=True, help="output folder for shards and manifest.json")
-    p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="tokens per shard (default: 100M)")
-    p.add_argument("--max-tokens", type=int, default=None, help="stop after this many tokens")
-    p.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: number of CPUs)")
+    p.add_argument("--text-field", default="text", metavar="COLUMN",
+                   help="column holding the document text (default: text)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder for shards and manifest.json: a new or empty folder, or one holding an "
+                        "interrupted prepare with the same settings, which is resumed")
+    p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, metavar="N",
+                   help="tokens per shard (default: 100M); shard 0 is the validation split")
+    p.add_argument("--max-tokens", type=int, default=None, metavar="N",
+                   help="stop after this many tokens (default: the whole source)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="tokenizer processes (default: number of CPUs, at most 16)")
 
 
 def check_inputs(args: argparse.Namespace) -> None:

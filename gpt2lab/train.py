@@ -318,7 +318,8 @@ def check_inputs(cfg: TrainConfig, args: argparse.Namespace, out: Path) -> None:
         try:
             hellaswag.data_path(cfg.hellaswag_data)  # downloaded now (once) if needed, not at step 0 of the run
         except (OSError, ValueError) as e:
-            raise UserError(f"--hellaswag-data: {e}; or --hellaswag-every 0 to train without HellaSwag") from None
+            raise UserError(f"--hellaswag-every {cfg.hellaswag_every} needs the HellaSwag data: {e}; "
+                            "--hellaswag-every 0 trains without it") from None
 
 
 def run(args: argparse.Namespace) -> int:
