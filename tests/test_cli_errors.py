@@ -146,7 +146,6 @@ CASES = [
 
 # Run as a real process too: the exit status, and nothing else (warnings, progress bars) on stderr.
 SUBPROCESS_CASES = [
-    case("train", "--preset", "smoke", "--max-lr", "nan", expect=("--max-lr", "nan")),
     case("prepare", "--out", "shards", expect=("--source HuggingFaceFW/fineweb-edu", "cannot reach"),
          env={"HF_ENDPOINT": "http://127.0.0.1:{closed_port}"}, id="prepare offline"),
     case("prepare", "--source", "rows.jsonl", "--out", "shards", expect="rows.jsonl, line 3"),
