@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from gpt2lab import atomic
-from gpt2lab.errors import UserError
+from gpt2lab.errors import UserError, one_line
 
 POINTER = "latest"  # a text file naming the newest complete checkpoint
 LEGACY = "latest.pt"  # what run folders held before step-numbered checkpoints
@@ -87,7 +87,20 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a truncated or foreign file: say which one, not a pickle traceback
-        raise UserError(f"{path} is not a readable gpt2lab checkpoint ({type(e).__name__}: {e})") from None
+        raise UserError(f"{path} is not a readable gpt2lab checkpoint ({unreadable_reason(path, e)})") from None
+
+
+def unreadable_reason(path: Path | None, error: Exception) -> str:
+    """Why torch.load(weights_only=True) failed, in words. Never torch's own advice to retry with
+    weights_only=False: that would run whatever code the file holds, and gpt2lab never needs it."""
+    import pickle
+    import zipfile
+
+    if path is not None and not zipfile.is_zipfile(path):
+        return "not a file written by torch.save"
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in str(error):
+        return "it holds Python objects other than tensors and plain data, which gpt2lab never saves"
+    return one_line(error if isinstance(error, OSError) else f"{type(error).__name__}: {error}")[:300]
 
 
 def peek(path: str | os.PathLike) -> dict:
@@ -96,7 +109,7 @@ def peek(path: str | os.PathLike) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:
-        raise UserError(f"{path} is not a readable gpt2lab checkpoint ({type(e).__name__}: {e})") from None
+        raise UserError(f"{path} is not a readable gpt2lab checkpoint ({unreadable_reason(path, e)})") from None
     return {k: v for k, v in state.items() if k in ("step", "train_config", "model_config", "preset")}
 
 

@@ -7,77 +7,106 @@ A preset is a complete TrainConfig; command-line flags override single fields
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+import io
+import math
+import tokenize
 from dataclasses import dataclass, replace
-from typing import Optional, Union, get_args, get_origin, get_type_hints
+from typing import Callable, Optional, Union, get_args, get_origin, get_type_hints
 
+from gpt2lab.checks import flag
 from gpt2lab.errors import UserError
 from gpt2lab.knobs import DEFAULT_RUNG
 from gpt2lab.optim import OptimConfig
+from gpt2lab.tokenizer import VOCAB_SIZE
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    # Each field's trailing comment is also its `train --help` line (see `field_help`).
     # model and data
-    model: str = "gpt2"  # a gpt2lab.model preset
-    data: str = "data/edu_fineweb10B"  # prepared shard folder, or a packaged corpus name (prepared on first use)
-    shard_size: int = 100_000_000  # only used when `data` is a corpus name that gets prepared automatically
+    model: str = "gpt2"  # model shape, a gpt2lab.model preset
+    data: str = "data/edu_fineweb10B"  # a prepared shard folder, or a packaged corpus name (tinyshakespeare)
+    shard_size: int = 100_000_000  # tokens per shard when `data` names a packaged corpus, prepared on first use
     # batch: total_batch tokens per optimizer step = batch_size * seq_len * world_size * grad_accum
-    batch_size: int = 64
-    seq_len: int = 1024
-    total_batch: int = 524_288  # 2**19, ~0.5M tokens as in GPT-3 Small
+    batch_size: int = 64  # sequences per micro-batch on each process (B)
+    seq_len: int = 1024  # tokens per sequence (T), at most the model's block size
+    total_batch: int = 524_288  # tokens per optimizer step (2**19, ~0.5M as in GPT-3 Small), by gradient accumulation
     # optimization (GPT-3 paper hyper-parameters, as in the video)
-    max_steps: int = 19_073  # 10B tokens / 524,288 tokens per step
-    warmup_steps: int = 715  # 375M warmup tokens / 524,288
-    max_lr: float = 6e-4
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
+    max_steps: int = 19_073  # optimizer steps of the whole run (10B tokens / 524,288 tokens per step)
+    warmup_steps: int = 715  # linear learning-rate warm-up steps (375M tokens / 524,288)
+    max_lr: float = 6e-4  # peak learning rate, reached after the warm-up
+    min_lr_ratio: float = 0.1  # the cosine decay ends at max_lr times this (0 to 1)
+    weight_decay: float = 0.1  # AdamW weight decay of the 2-D weights (embeddings and matmuls)
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0 disables clipping)
     # speed knobs: a ladder rung, with optional single-knob overrides
-    rung: str = DEFAULT_RUNG
-    compile: Optional[bool] = None
-    autocast: Optional[str] = None
-    device: str = "auto"
-    seed: int = 1337
-    deterministic: bool = False  # bit-exact resume on CUDA too, at some speed cost (see gpt2lab.train)
+    rung: str = DEFAULT_RUNG  # speed settings: a rung of the optimization ladder, with all rungs before it
+    compile: Optional[bool] = None  # override the rung's torch.compile setting
+    autocast: Optional[str] = None  # override the rung's autocast dtype
+    device: str = "auto"  # where to train; auto picks cuda, then mps, then cpu
+    seed: int = 1337  # initial weights and data order (0 to 2**32-1)
+    deterministic: bool = False  # bit-exact resume on CUDA too, at some speed cost (see chapter 13)
     # evaluation and bookkeeping
     log_every: int = 1  # console line every N steps (the JSONL log gets every step)
-    val_every: int = 250
-    val_steps: int = 20
-    hellaswag_every: int = 250  # 0 disables
-    hellaswag_limit: Optional[int] = None  # score only the first N examples
+    val_every: int = 250  # validation loss every N steps (0 disables)
+    val_steps: int = 20  # micro-batches per validation loss
+    hellaswag_every: int = 250  # HellaSwag accuracy every N steps (0 disables)
+    hellaswag_limit: Optional[int] = None  # score only the first N HellaSwag examples
     hellaswag_data: Optional[str] = None  # local hellaswag_val.jsonl (else GPT2LAB_HELLASWAG or download)
-    sample_every: int = 250  # 0 disables
-    sample_prompt: str = "Hello, I'm a language model,"
-    sample_tokens: int = 32
-    checkpoint_every: int = 5000
-    keep_checkpoints: int = 3  # newest step-numbered checkpoints kept; 0 keeps all
+    sample_every: int = 250  # print generated samples every N steps (0 disables)
+    sample_prompt: str = "Hello, I'm a language model,"  # the samples' prompt
+    sample_tokens: int = 32  # tokens generated per sample
+    checkpoint_every: int = 5000  # save a checkpoint every N steps (0: only at the end)
+    keep_checkpoints: int = 3  # newest step-numbered checkpoints kept (0 keeps all)
     stop_after: Optional[int] = None  # pause after this many steps; the schedule still targets max_steps
 
     def optim(self) -> OptimConfig:
         return OptimConfig(max_lr=self.max_lr, min_lr_ratio=self.min_lr_ratio, warmup_steps=self.warmup_steps,
                            max_steps=self.max_steps, weight_decay=self.weight_decay, grad_clip=self.grad_clip)
 
-    def validate(self) -> None:
-        positive = ["batch_size", "seq_len", "total_batch", "max_steps", "val_steps", "log_every", "shard_size"]
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be positive, got {getattr(self, name)}")
-        non_negative = ["warmup_steps", "val_every", "hellaswag_every", "sample_every", "checkpoint_every", "sample_tokens",
-                        "keep_checkpoints"]
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.max_lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise UserError(f"need max_lr > 0 and 0 <= min_lr_ratio <= 1, got {self.max_lr}, {self.min_lr_ratio}")
-        if self.stop_after is not None and self.stop_after < 1:
-            raise UserError(f"stop_after must be positive, got {self.stop_after}")
+    def validate(self, name: Callable[[str], str] = str) -> None:
+        """UserError with one line for the first bad setting. `name` spells a field in the message: the
+        command line passes one that turns `max_steps` into `--max-steps`."""
 
-    def grad_accum(self, world_size: int) -> int:
+        def bad(field: str, problem: str):
+            raise UserError(f"{name(field)} {problem}, got {getattr(self, field)!r}")
+
+        for field in ("max_lr", "min_lr_ratio", "weight_decay", "grad_clip"):
+            if not math.isfinite(getattr(self, field)):
+                bad(field, "must be a finite number")
+        for field in ("batch_size", "seq_len", "total_batch", "max_steps", "val_steps", "log_every", "shard_size"):
+            if getattr(self, field) < 1:
+                bad(field, "must be positive")
+        for field in ("warmup_steps", "val_every", "hellaswag_every", "sample_every", "checkpoint_every",
+                      "keep_checkpoints", "sample_tokens", "weight_decay", "grad_clip"):
+            if getattr(self, field) < 0:
+                bad(field, "must be >= 0")
+        for field in ("stop_after", "hellaswag_limit"):
+            if getattr(self, field) is not None and getattr(self, field) < 1:
+                bad(field, "must be positive")
+        if self.max_lr <= 0:
+            bad("max_lr", "must be positive")
+        if not 0 <= self.min_lr_ratio <= 1:
+            bad("min_lr_ratio", "must be between 0 and 1")
+        if not 0 <= self.seed < 2**32:
+            bad("seed", "must be between 0 and 2**32-1")
+        for field, allowed in choices().items():
+            if getattr(self, field) is not None and getattr(self, field) not in allowed:
+                bad(field, f"must be one of {', '.join(allowed)}")
+        block_size = model_presets()[self.model].block_size
+        if self.seq_len > block_size:
+            bad("seq_len", f"must be at most the block size of {name('model')} {self.model} ({block_size})")
+        if self.sample_every and not self.sample_prompt:
+            bad("sample_prompt", f"must not be empty while samples are on ({name('sample_every')} 0 turns them off)")
+
+    def grad_accum(self, world_size: int, name: Callable[[str], str] = str) -> int:
         per_step = self.batch_size * self.seq_len * world_size
         if self.total_batch % per_step:
             raise UserError(
-                f"total_batch {self.total_batch} is not divisible by batch_size*seq_len*world_size = "
-                f"{self.batch_size}*{self.seq_len}*{world_size} = {per_step}"
+                f"{name('total_batch')} {self.total_batch} is not divisible by "
+                f"{name('batch_size')} x {name('seq_len')} x processes = "
+                f"{self.batch_size} x {self.seq_len} x {world_size} = {per_step}"
             )
         return self.total_batch // per_step
 
@@ -115,11 +144,6 @@ MAY_CHANGE_ON_RESUME = frozenset({
     "log_every", "val_every", "val_steps", "hellaswag_every", "hellaswag_limit", "hellaswag_data",
     "sample_every", "sample_prompt", "sample_tokens", "checkpoint_every", "keep_checkpoints", "stop_after",
 })
-
-
-def flag(name: str) -> str:
-    """The command-line flag of a TrainConfig field, as the user types it."""
-    return "--" + name.replace("_", "-")
 
 
 def shown(value) -> str:
@@ -168,4 +192,36 @@ def field_types() -> dict[str, type]:
         if get_origin(hint) is Union:
             hint = next(a for a in get_args(hint) if a is not type(None))
         out[name] = hint
+    return out
+
+
+def model_presets() -> dict:
+    """The model shapes a run can train: those whose vocabulary holds every GPT-2 token."""
+    from gpt2lab.model import PRESETS as MODELS
+
+    return {name: cfg for name, cfg in MODELS.items() if cfg.vocab_size >= VOCAB_SIZE}
+
+
+def choices() -> dict[str, list[str]]:
+    """The allowed values of the fields that have a fixed set of them (`--help` lists them)."""
+    from gpt2lab.knobs import AUTOCAST_DTYPES, RUNGS
+
+    return {"model": list(model_presets()), "rung": list(RUNGS), "autocast": list(AUTOCAST_DTYPES)}
+
+
+@functools.lru_cache(maxsize=1)
+def field_help() -> dict[str, str]:
+    """Each TrainConfig field's trailing comment in the source above: the one place a setting is explained."""
+    try:
+        source = inspect.getsource(TrainConfig)
+    except OSError:  # no source shipped (e.g. a frozen build): flags without help text still work
+        return {}
+    out, line = {}, []
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type in (tokenize.NEWLINE, tokenize.NL):
+            line = []
+        elif tok.type == tokenize.COMMENT and len(line) > 1 and line[0].type == tokenize.NAME and line[1].string == ":":
+            out[line[0].string] = tok.string.lstrip("#").strip()
+        elif tok.type not in (tokenize.INDENT, tokenize.DEDENT):
+            line.append(tok)
     return out

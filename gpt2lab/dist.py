@@ -39,6 +39,34 @@ def pick_device(preference: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def device_problem(name: str) -> str | None:
+    """Why the device `name` cannot be used on this machine, or None: checked before a command starts, because
+    torch's own complaint comes late and as a traceback ("Torch not compiled with CUDA enabled")."""
+    if name == "auto":
+        return None
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        hint = " (an NVIDIA or AMD GPU is cuda)" if name.lower() in ("gpu", "nvidia", "rocm") else ""
+        return f"unknown device; use {DEVICE_CHOICES}{hint}"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None and torch.version.hip is None else \
+                "no GPU or driver found"
+            return f"there is no CUDA device here (torch {torch.__version__}: {build})"
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            return f"this machine has {torch.cuda.device_count()} CUDA device(s), numbered from cuda:0"
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            return "MPS (the Apple-silicon GPU) is not available here"
+    elif dev.type != "cpu":
+        return f"gpt2lab runs on cpu, cuda or mps, not {dev.type}"
+    return None
+
+
 def init(device: str = "auto") -> DistInfo:
     """Join the process group if launched by torchrun: nccl on CUDA (one GPU per process), gloo on CPU."""
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:

@@ -82,3 +82,19 @@ def _copy(url: str, f, *, desc: str, progress: bool, timeout: float) -> str:
         reason = getattr(e, "reason", None) or e
         raise DownloadError(f"could not download {url}: {reason}") from e
     return h.hexdigest()
+
+
+def unreachable(url: str, timeout: float = 2.0) -> str | None:
+    """Why `url`'s host cannot be reached within `timeout` seconds, or None if a TCP connection opens (to the
+    HTTPS proxy instead, when one is set). A quick probe before a command that needs the network, so an
+    offline machine gets one clear line in seconds instead of a library's minute of retries."""
+    import socket
+    import urllib.parse
+
+    target = urllib.parse.urlsplit(urllib.request.getproxies().get(urllib.parse.urlsplit(url).scheme) or url)
+    host, port = target.hostname, target.port or (443 if target.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        return f"cannot reach {host}:{port} ({e.strerror or str(e) or type(e).__name__})"
+    return None

@@ -4,6 +4,11 @@ Anything else is a bug and keeps its traceback.
 """
 
 
+def one_line(text: object) -> str:
+    """A message collapsed to one line: some library errors we pass on span several."""
+    return " ".join(str(text).split())
+
+
 class GPT2LabError(Exception):
     exit_code = 1
 

@@ -89,7 +89,7 @@ def data_path(path: str | os.PathLike | None = None) -> Path:
         try:
             return fetch(OFFICIAL_URL, OFFICIAL_SHA256, cache_dir() / "hellaswag" / "hellaswag_val.jsonl")
         except DownloadError as e:
-            raise DownloadError(f"{e} (a local copy can be given as a path, e.g. --data, or in ${DATA_ENV})") from e
+            raise DownloadError(f"{e} (give a local copy: `hellaswag --data`, `train --hellaswag-data` or ${DATA_ENV})") from e
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"HellaSwag file {path}{source} does not exist")
@@ -313,34 +313,60 @@ def add_arguments(parser) -> None:
         "--data", metavar="PATH",
         help=f"local hellaswag_val.jsonl (default: ${DATA_ENV}, else download it once into the cache)",
     )
-    parser.add_argument("--json", metavar="PATH", help="also write the result as JSON here")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, default=16, help="examples per forward pass (4 rows each)")
+    parser.add_argument("--json", metavar="PATH", help="also write the result as JSON here (a file; replaced)")
+    parser.add_argument("--device", default="auto",
+                        help="cpu, cuda, cuda:N or mps (default: auto, which picks cuda, then mps, then cpu)")
+    parser.add_argument("--batch-size", type=int, default=16, metavar="N",
+                        help="examples per forward pass, 4 rows each (default: 16)")
 
 
-def run(args) -> int:
+def check_inputs(args) -> None:
+    """Everything checked before a model is loaded, so a bad --json fails now, not after the evaluation."""
+    from gpt2lab import checkpoint, dist
+    from gpt2lab.checks import input_file, output_file
+
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be >= 1, got {args.limit}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    problem = dist.device_problem(args.device)
+    if problem:
+        raise UserError(f"--device {args.device}: {problem}")
+    if args.json:
+        output_file(args.json, "--json")
+    if args.data:
+        input_file(args.data, "--data")
+    if args.checkpoint:
+        ckpt = Path(args.checkpoint)
+        if ckpt.is_dir() and checkpoint.latest(ckpt) is None:
+            raise UserError(f"--checkpoint {ckpt}: the folder holds no checkpoint")
+        if not ckpt.is_dir():
+            input_file(ckpt, "--checkpoint")
+
+
+def run(args) -> int:
+    from gpt2lab import dist
+
+    check_inputs(args)
+    device = dist.pick_device(args.device)
     try:
         path = data_path(args.data)
         examples = load_examples(path, limit=args.limit)
     except (OSError, ValueError) as e:  # missing file, no network, checksum, malformed line
-        raise UserError(str(e)) from e
+        raise UserError(f"--data: {e}" if args.data else str(e)) from e
     model, source = _load_model(args)
     try:
-        model = model.to(args.device)
-    except (RuntimeError, AssertionError) as e:  # e.g. --device cuda on a machine without CUDA
-        raise UserError(f"cannot use device {args.device!r}: {e}") from e
-    result = evaluate(model, examples, device=args.device, batch_size=args.batch_size, progress=True)
+        model = model.to(device)
+    except (RuntimeError, AssertionError) as e:  # a device that passed the check but fails to initialise
+        raise UserError(f"--device {args.device}: cannot use it ({e})") from e
+    result = evaluate(model, examples, device=device, batch_size=args.batch_size, progress=True)
     sha = sha256_file(path)
     official = sha == OFFICIAL_SHA256
     print(f"{result.n} examples from {path}{'' if official else ' (not the official file)'}, model {source}")
     print(f"acc      {result.correct}/{result.n} = {result.acc:.4f}   (OpenAI GPT-2 124M: {GPT2_124M['acc']})")
     print(
         f"acc_norm {result.correct_norm}/{result.n} = {result.acc_norm:.4f}   "
-        f"(OpenAI GPT-2 124M: {GPT2_124M['acc_norm']}, GPT-3 124M: {GPT3_124M['acc_norm']})"
+        f"(OpenAI GPT-2 124M: {GPT2_124M['acc_norm']}, GPT-3 Small: {GPT3_124M['acc_norm']})"
     )
     if args.json:
         out = {
@@ -359,15 +385,19 @@ def run(args) -> int:
 
 
 def _load_model(args):
+    import pickle
+
     from gpt2lab import checkpoint
 
     if args.pretrained:
         try:
             return GPT.from_pretrained(args.pretrained), f"pretrained:{args.pretrained}"
-        except (OSError, ValueError) as e:
-            raise UserError(f"cannot load --pretrained {args.pretrained}: {e}") from e
+        except (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError) as e:  # offline, not GPT-2
+            raise UserError(f"cannot load --pretrained {args.pretrained}: {checkpoint.unreadable_reason(None, e)}") from None
     try:
         return checkpoint.load_model(args.checkpoint), f"checkpoint:{args.checkpoint}"
+    except UserError as e:  # not a checkpoint at all
+        raise UserError(f"--checkpoint {e}") from None
     except (KeyError, TypeError, ValueError, RuntimeError) as e:  # readable, but not a GPT of ours
         why = " ".join(str(e).split())  # state_dict errors span lines and list every key
         raise UserError(f"cannot load checkpoint {args.checkpoint}: {why[:300]}") from e

@@ -15,6 +15,7 @@ import os
 import shlex
 import time
 import warnings
+import zipfile
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -22,9 +23,11 @@ from pathlib import Path
 import torch
 
 from gpt2lab import atomic, checkpoint, dist, stop
-from gpt2lab.config import PRESETS, TrainConfig, field_types, get_preset, resume_config, saved_config
+from gpt2lab.checks import flag, input_file, output_folder
+from gpt2lab.config import (PRESETS, TrainConfig, choices, field_help, field_types, get_preset, resume_config,
+                            saved_config)
 from gpt2lab.corpus import CORPORA
-from gpt2lab.data import ShardLoader
+from gpt2lab.data import MANIFEST, ShardLoader
 from gpt2lab.errors import RunStopped, TrainingDiverged, UserError
 from gpt2lab.knobs import build, get_rung, keep_freed_memory, matmul_precision, unsupported_reason
 from gpt2lab.model import get_config
@@ -383,35 +386,99 @@ def _parse_value(kind: type, text: str):
             raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
         return text.lower() in ("true", "1", "yes")
     try:
-        return kind(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else kind.__name__}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default=None, choices=list(PRESETS),
-                   help=f"run settings to start from (default: {DEFAULT_PRESET}, the video's run; "
-                        "a --resume takes the run's own)")
-    p.add_argument("--out-dir", default=None, help="run folder for log.jsonl and checkpoints (default: runs/PRESET)")
+    p.usage = "%(prog)s [--preset PRESET] [--out-dir DIR] [--resume] [--no-progress] [--SETTING VALUE ...]"
+    p.add_argument("--preset", default=None, choices=list(PRESETS), metavar="PRESET",
+                   help=f"run settings to start from, one of: {', '.join(PRESETS)} (default: {DEFAULT_PRESET}, "
+                        "the video's run; a --resume takes the run's own)")
+    p.add_argument("--out-dir", default=None, metavar="DIR",
+                   help="run folder for log.jsonl and checkpoints (default: runs/PRESET)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out-dir from its newest checkpoint, with its saved settings")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    group = p.add_argument_group("overrides (each replaces one preset value)")
+    group = p.add_argument_group("settings (each replaces one value of --preset)")
+    helps, allowed = field_help(), choices()
     for name, kind in field_types().items():
-        group.add_argument(f"--{name.replace('_', '-')}", dest=f"set_{name}", default=None, metavar=kind.__name__.upper(),
-                           type=lambda s, k=kind: _parse_value(k, s))
+        text, extra = helps.get(name, ""), {}
+        if name in allowed:
+            extra = {"choices": allowed[name]}
+            text += f"; one of: {', '.join(allowed[name])}"
+        elif name == "device":
+            text += f"; one of: {dist.DEVICE_CHOICES}"
+        metavar = ("{true,false}" if kind is bool else name.upper() if name in allowed or name == "device"
+                   else "PATH" if name in ("data", "hellaswag_data") else {int: "N", float: "X", str: "TEXT"}[kind])
+        group.add_argument(flag(name), dest=f"set_{name}", default=None, metavar=metavar, help=text,
+                           type=lambda s, k=kind: _parse_value(k, s), **extra)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The preset with the flags' overrides, checked, with errors naming the flags."""
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set_") and v is not None}
+    cfg = replace(get_preset(args.preset or DEFAULT_PRESET), **overrides)
+    cfg.validate(name=flag)
+    cfg.grad_accum(int(os.environ.get("WORLD_SIZE", "1")), name=flag)
+    return cfg
+
+
+def check_inputs(cfg: TrainConfig, args: argparse.Namespace, out: Path) -> None:
+    """Everything `train` can check before it builds a model: device, data, run folder, HellaSwag file."""
+    source = "the run being resumed" if args.resume else f"--preset {args.preset or DEFAULT_PRESET}"
+    problem = dist.device_problem(cfg.device)
+    if problem and args.set_device is None:
+        raise UserError(f"{source} trains on {cfg.device}, but {problem}; use a preset for this "
+                        f"machine (e.g. --preset cpu-tiny-shakespeare), or --device cpu to run this one on the CPU")
+    if problem:
+        raise UserError(f"--device {cfg.device}: {problem}")
+    if cfg.data not in CORPORA and not (Path(cfg.data) / MANIFEST).is_file():
+        given = f"--data {cfg.data}" if args.set_data else f"{source} reads {cfg.data}, which"
+        raise UserError(f"{given} is not a prepared shard folder (no {MANIFEST}); make it with `python -m gpt2lab "
+                        f"prepare --out {cfg.data}`, or pass --data with a shard folder or a packaged corpus "
+                        f"({', '.join(CORPORA)})")
+    output_folder(out, "--out-dir")
+    if args.resume:
+        _checkpoint_to_resume(out)
+    elif checkpoint.latest(out) is not None:
+        raise UserError(f"--out-dir {out} already holds a run; pass --resume to continue it, or pick another --out-dir")
+    if cfg.hellaswag_every:
+        from gpt2lab import hellaswag
+
+        if cfg.hellaswag_data:
+            input_file(cfg.hellaswag_data, "--hellaswag-data")
+        try:
+            hellaswag.data_path(cfg.hellaswag_data)  # downloaded now (once) if needed, not at step 0 of the run
+        except (OSError, ValueError) as e:
+            raise UserError(f"--hellaswag-every {cfg.hellaswag_every} needs the HellaSwag data: {e}; "
+                            "--hellaswag-every 0 trains without it") from None
+
+
+def _checkpoint_to_resume(out: Path) -> Path:
+    """The newest checkpoint in `out`, checked to be a torch.save file (cheap; the full load comes later)."""
+    found = checkpoint.latest(out) if out.is_dir() else None
+    if found is None:
+        raise UserError(f"--resume: --out-dir {out} holds no checkpoint to continue; start a new run there "
+                        "without --resume")
+    if not zipfile.is_zipfile(found):
+        raise UserError(f"--resume: {found} is not a checkpoint (not a file written by torch.save)")
+    return found
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set_") and v is not None}
-    out = args.out_dir or os.path.join("runs", args.preset or DEFAULT_PRESET)
+    out = Path(args.out_dir or os.path.join("runs", args.preset or DEFAULT_PRESET))
     if args.resume:  # the run's saved settings plus the flags given now (refused if they change the computation)
-        found = checkpoint.latest(out)
-        if found is None:
-            raise UserError(f"no checkpoint in {out} to resume; start a new run there without --resume")
+        found = _checkpoint_to_resume(out)
+        overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set_") and v is not None}
         cfg = resume_config(saved_config(checkpoint.peek(found)["train_config"]), overrides)
     else:
-        cfg = get_preset(args.preset or DEFAULT_PRESET, **overrides)
+        cfg = config_from_args(args)
+    check_inputs(cfg, args, out)
     try:
         summary = train(cfg, out, resume=args.resume, progress=not args.no_progress,
                         preset=args.preset if args.resume else args.preset or DEFAULT_PRESET)

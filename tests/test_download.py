@@ -91,3 +91,21 @@ def test_cache_dir_env_var(tmp_path, monkeypatch):
     assert download.cache_dir() == tmp_path
     monkeypatch.delenv("GPT2LAB_CACHE")
     assert download.cache_dir().parts[-2:] == (".cache", "gpt2lab")
+
+
+def test_unreachable_says_why_and_none_when_a_connection_opens(monkeypatch):
+    """Both sides on 127.0.0.1: no network involved."""
+    import socket
+
+    from gpt2lab.download import unreachable
+
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert unreachable(f"http://127.0.0.1:{port}", timeout=2) is None
+    reason = unreachable(f"http://127.0.0.1:{port}", timeout=2)  # closed now: refused at once
+    assert reason.startswith(f"cannot reach 127.0.0.1:{port} (") and "refused" in reason.lower()

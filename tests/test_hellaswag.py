@@ -341,7 +341,7 @@ def test_cli_pretrained_folder(tmp_path, capsys, no_network):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--data", "missing.jsonl"], "HellaSwag file missing.jsonl does not exist"),
+        (["--data", "missing.jsonl"], "--data missing.jsonl: no such file"),
         (["--limit", "0"], "--limit must be >= 1"),
         (["--batch-size", "0"], "--batch-size must be >= 1"),
     ],
