@@ -253,7 +253,12 @@ def test_ddp_two_processes_match_one_process(shakespeare, tmp_path):
 
 @pytest.mark.slow
 def test_two_node_launch_on_loopback(shakespeare, tmp_path):
-    rdzv = ["--nnodes=2", "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:29547", "--rdzv-id=gpt2lab-test"]
+    import socket
+
+    with socket.socket() as s:  # a free port: a fixed one collides with any other run of this test
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rdzv = ["--nnodes=2", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=gpt2lab-test"]
     nodes = [torchrun(ddp_args(shakespeare, tmp_path / "run"), nproc=1, extra=[*rdzv, f"--node-rank={i}"]) for i in (0, 1)]
     outs = [p.communicate(timeout=300)[0] for p in nodes]
     assert [p.returncode for p in nodes] == [0, 0], outs
