@@ -1,0 +1,50 @@
+"""The roofline: measured roofs, which operations each roof limits, and the plot."""
+
+import matplotlib
+import pytest
+import torch
+
+from gpt2lab.flops import Operation, gpt2_operations
+from gpt2lab.model import get_config
+from gpt2lab.roofline import bound, human, measure_roofs, plot_roofline, plot_roofs, roofline_table, roofs_table
+
+matplotlib.use("Agg")
+
+
+def test_bound_splits_at_the_ridge_point():
+    peak, bw = 100e12, 2e12  # ridge: 50 FLOPs per byte
+    assert bound(Operation("a", 50e9, 1e9), peak, bw) == "compute"
+    assert bound(Operation("b", 49e9, 1e9), peak, bw) == "memory"
+    ops = gpt2_operations(get_config("gpt2"), 16, 1024)
+    table = roofline_table(ops, peak, bw)
+    by_name = {row[0]: row for row in table.rows}
+    assert by_name["GELU"][-1] == "memory" and by_name["MLP up (c_fc)"][-1] == "compute"
+    assert by_name["MLP up (c_fc)"][5] == "100%"
+
+
+def test_plot_roofline_draws_each_operation_on_the_roof():
+    ops = gpt2_operations(get_config("cpu-small"), 4, 128, bytes_per_value=4)
+    fig = plot_roofline(ops, 1e11, 2e10)
+    ax = fig.axes[0]
+    dots = [line for line in ax.lines if line.get_marker() == "o"]
+    assert len(dots) == len(ops)
+    for line in dots:
+        x, y = line.get_xdata()[0], line.get_ydata()[0]
+        assert y == pytest.approx(min(1e11, 2e10 * x))  # every dot sits on the roof
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+
+
+def test_measure_roofs_on_this_cpu():
+    roofs = measure_roofs("cpu", n=128, copy_bytes=2**22, steps=2, warmup=1)
+    assert set(roofs.measured_flops) == {"fp32", "bf16"}
+    assert all(f > 1e6 for f in roofs.measured_flops.values()) and roofs.measured_bandwidth > 1e6
+    assert roofs.datasheet_bandwidth is None and roofs.datasheet_flops == {"fp32": None, "bf16": None}
+    assert roofs.best()[1] == max(roofs.measured_flops.values())
+    assert roofs.ridge("fp32") == roofs.measured_flops["fp32"] / roofs.measured_bandwidth
+    rows = roofs_table(roofs).rows
+    assert [r[0] for r in rows] == ["matmul fp32", "matmul bf16", "copy (read + write)"] and rows[0][2] == "n/a"
+    assert len(plot_roofs(roofs).axes) == 1
+
+
+def test_human_units():
+    assert human(1.234e12, "FLOP/s") == "1.23 TFLOP/s" and human(5e9, "B/s") == "5 GB/s" and human(None, "x") == "n/a"
