@@ -112,14 +112,23 @@ def bound(op: Operation, peak: float, bandwidth: float) -> str:
     return "compute" if op.intensity >= peak / bandwidth else "memory"
 
 
+def ideal_seconds(op: Operation, peak: float, bandwidth: float) -> float:
+    """The least time the operation can take on these roofs: its FLOPs at its attainable rate."""
+    return op.flops / op.attainable(peak, bandwidth)
+
+
 def roofline_table(operations: list[Operation], peak: float, bandwidth: float):
     """Each operation's FLOPs, bytes, intensity, attainable FLOP/s and what limits it (a report.Table)."""
     from gpt2lab.report import Table
 
+    total_flops = sum(op.flops for op in operations)
+    total_time = sum(ideal_seconds(op, peak, bandwidth) for op in operations)
     rows = [[op.name, human(op.flops, "FLOP"), human(op.bytes, "B"), f"{op.intensity:.1f}",
              human(op.attainable(peak, bandwidth), "FLOP/s"), f"{100 * op.attainable(peak, bandwidth) / peak:.0f}%",
-             bound(op, peak, bandwidth)] for op in operations]
-    return Table(["operation", "FLOPs", "bytes moved (min)", "FLOPs/byte", "attainable", "of peak", "bound by"], rows,
+             bound(op, peak, bandwidth), f"{100 * op.flops / total_flops:.1f}%",
+             f"{100 * ideal_seconds(op, peak, bandwidth) / total_time:.1f}%"] for op in operations]
+    return Table(["operation", "FLOPs", "bytes moved (min)", "FLOPs/byte", "attainable", "of peak", "bound by",
+                  "share of FLOPs", "share of time on the roof"], rows,
                  caption=f"roofs: {human(peak, 'FLOP/s')} and {human(bandwidth, 'B/s')}; "
                          f"ridge point {peak / bandwidth:.1f} FLOPs/byte")
 

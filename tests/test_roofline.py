@@ -2,11 +2,10 @@
 
 import matplotlib
 import pytest
-import torch
 
 from gpt2lab.flops import Operation, gpt2_operations
 from gpt2lab.model import get_config
-from gpt2lab.roofline import bound, human, measure_roofs, plot_roofline, plot_roofs, roofline_table, roofs_table
+from gpt2lab.roofline import bound, human, ideal_seconds, measure_roofs, plot_roofline, plot_roofs, roofline_table, roofs_table
 
 matplotlib.use("Agg")
 
@@ -18,8 +17,13 @@ def test_bound_splits_at_the_ridge_point():
     ops = gpt2_operations(get_config("gpt2"), 16, 1024)
     table = roofline_table(ops, peak, bw)
     by_name = {row[0]: row for row in table.rows}
-    assert by_name["GELU"][-1] == "memory" and by_name["MLP up (c_fc)"][-1] == "compute"
+    assert by_name["GELU"][6] == "memory" and by_name["MLP up (c_fc)"][6] == "compute"
     assert by_name["MLP up (c_fc)"][5] == "100%"
+    # a memory-bound operation takes longer than its FLOPs alone would say: its bytes at full bandwidth
+    gelu = next(op for op in ops if op.name == "GELU")
+    assert ideal_seconds(gelu, peak, bw) == pytest.approx(gelu.bytes / bw)
+    assert ideal_seconds(gelu, peak, bw) > gelu.flops / peak
+    assert sum(float(row[-1].rstrip("%")) for row in table.rows) == pytest.approx(100, abs=0.5)  # rounded to 0.1% each
 
 
 def test_plot_roofline_draws_each_operation_on_the_roof():
