@@ -219,3 +219,36 @@ def plot_representable(dtypes: dict[str, torch.dtype] | None = None):
     ax_gap.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------------------------ for the book
+
+
+def stored_as(value: float) -> dict[str, float]:
+    """`value` after a round trip through each format (TF32 emulated): what the format can keep of it."""
+    x = torch.tensor([value], dtype=torch.float32)
+    out = {"fp32": x.item(), "TF32": emulate_tf32(x).item()}
+    for name in ("bf16", "fp16", "fp8 e4m3", "fp8 e5m2"):
+        out[name] = x.to(FLOAT_DTYPES[name]).float().item()
+    return out
+
+
+def rounding_table(values: list[float]):
+    """A few numbers as each format stores them: precision (digits kept) and range (overflow, flush to zero)."""
+    from gpt2lab.report import Table
+
+    rows = [[f"{v:.10g}"] + [f"{s:.8g}" for s in stored_as(v).values()] for v in values]
+    return Table(["value", "fp32", "TF32 (emulated)", "bf16", "fp16", "fp8 e4m3", "fp8 e5m2"], rows,
+                 caption="each value after a round trip through the format (round to nearest even)")
+
+
+def matmul_error_table(sizes: list[int], device: torch.device | str = "cpu", real_tf32: bool = False):
+    """`matmul_errors` for several sizes: (report.Table, {kind: [error per size]})."""
+    from gpt2lab.report import Table
+
+    errors = [matmul_errors(n, device, seed=n, real_tf32=real_tf32) for n in sizes]
+    by_kind = {kind: [e[kind] for e in errors] for kind in errors[0]}
+    rows = [[kind] + [f"{e:.2e}" for e in errs] for kind, errs in by_kind.items()]
+    return (Table(["inputs rounded to"] + [f"n={n}" for n in sizes], rows,
+                  caption="relative error ||C - C_exact|| / ||C_exact|| of an n x n x n matmul of N(0,1) matrices "
+                          "(exact: fp64)"), by_kind)

@@ -1,9 +1,12 @@
 """Number formats: bit layouts from torch.finfo, mantissa rounding against torch's own conversions, matmul error."""
 
+import math
+
 import pytest
 import torch
 
-from gpt2lab.formats import (emulate_tf32, formats_table, matmul_errors, number_formats, plot_representable,
+from gpt2lab.formats import (emulate_tf32, formats_table, matmul_error_table, matmul_errors, number_formats,
+                             plot_representable, rounding_table, stored_as,
                              relative_gaps, representable_values, round_mantissa)
 
 
@@ -83,3 +86,19 @@ def test_plot_representable():
     matplotlib.use("Agg")
     fig = plot_representable()
     assert len(fig.axes) == 2 and len(fig.axes[1].lines) == 5  # gaps of int8, two fp8s, fp16, bf16
+
+
+def test_stored_as_shows_range_and_precision():
+    pi = stored_as(3.14159265)
+    assert pi["TF32"] == pi["fp16"] == 3.140625 and pi["bf16"] == 3.140625 and pi["fp8 e4m3"] == 3.25
+    big = stored_as(70000.0)  # above fp16's 65504
+    assert math.isinf(big["fp16"]) and big["bf16"] == 70144 and big["TF32"] == 70016
+    small = stored_as(1e-9)  # below fp16's smallest subnormal 6e-8
+    assert small["fp16"] == 0 and small["bf16"] == pytest.approx(1e-9, rel=2**-8)
+    assert len(rounding_table([1.0, 2.0]).rows) == 2
+
+
+def test_matmul_error_table():
+    table, errors = matmul_error_table([32, 64])
+    assert list(errors) == ["fp32", "TF32 (emulated)", "bf16 inputs (emulated)", "bf16 (torch)"]
+    assert all(len(v) == 2 for v in errors.values()) and len(table.rows) == 4
