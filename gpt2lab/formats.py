@@ -239,7 +239,9 @@ def rounding_table(values: list[float]):
 
     rows = [[f"{v:.10g}"] + [f"{s:.8g}" for s in stored_as(v).values()] for v in values]
     return Table(["value", "fp32", "TF32 (emulated)", "bf16", "fp16", "fp8 e4m3", "fp8 e5m2"], rows,
-                 caption="each value after a round trip through the format (round to nearest even)")
+                 caption="each value after a round trip through the format (round to nearest even)",
+                 notes=("fp8 e4m3fn has no infinity: a value past its max 448 shows what torch's conversion "
+                        "returns for it (saturation or NaN)",))
 
 
 def matmul_error_table(sizes: list[int], device: torch.device | str = "cpu", real_tf32: bool = False):

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from gpt2lab.flops import Operation
+from gpt2lab.flops import Operation, gpt2_operations
 from gpt2lab.hardware import (copy_bandwidth, hardware_record, matmul_flops, peak_bandwidth, peak_flops,
                               supported_dtypes)
+from gpt2lab.model import GPTConfig
 
 
 @dataclass
@@ -59,7 +60,7 @@ def human(value: float | None, unit: str) -> str:
     """1.23e12 -> '1.23 T' + unit; None -> 'n/a'."""
     if value is None:
         return "n/a"
-    for prefix, factor in (("T", 1e12), ("G", 1e9), ("M", 1e6)):
+    for prefix, factor in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if value >= factor:
             return f"{value / factor:.3g} {prefix}{unit}"
     return f"{value:.3g} {unit}"
@@ -105,6 +106,28 @@ def plot_roofs(roofs: Roofs):
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def forward_operations(config: GPTConfig, batch: int, seq: int, bytes_per_value: int = 2) -> list[Operation]:
+    """`gpt2lab.flops.gpt2_operations` for a whole forward pass: each per-layer operation times the number of
+    times it runs (n_layer; LayerNorm 2 * n_layer + 1, the residual add 2 * n_layer; the head once), so that
+    shares of FLOPs and of time add up over the pass. Intensities are unchanged."""
+    L = config.n_layer
+    times = {"LayerNorm": 2 * L + 1, "residual add": 2 * L, "output head (lm_head)": 1}
+    out = []
+    for op in gpt2_operations(config, batch, seq, bytes_per_value):
+        k = times.get(op.name, L)
+        out.append(Operation(f"{op.name} x{k}" if k > 1 else op.name, op.flops * k, op.bytes * k))
+    return out
+
+
+def memory_bound_share(operations: list[Operation], peak: float, bandwidth: float) -> tuple[float, float]:
+    """(share of FLOPs, share of the ideal time on the roofs) of the memory-bound operations."""
+    memory = [op for op in operations if bound(op, peak, bandwidth) == "memory"]
+    flops = sum(op.flops for op in memory) / sum(op.flops for op in operations)
+    time = sum(ideal_seconds(op, peak, bandwidth) for op in memory) / sum(
+        ideal_seconds(op, peak, bandwidth) for op in operations)
+    return flops, time
 
 
 def bound(op: Operation, peak: float, bandwidth: float) -> str:

@@ -5,7 +5,8 @@ import pytest
 
 from gpt2lab.flops import Operation, gpt2_operations
 from gpt2lab.model import get_config
-from gpt2lab.roofline import bound, human, ideal_seconds, measure_roofs, plot_roofline, plot_roofs, roofline_table, roofs_table
+from gpt2lab.roofline import (bound, forward_operations, human, ideal_seconds, measure_roofs, memory_bound_share,
+                               plot_roofline, plot_roofs, roofline_table, roofs_table)
 
 matplotlib.use("Agg")
 
@@ -52,3 +53,24 @@ def test_measure_roofs_on_this_cpu():
 
 def test_human_units():
     assert human(1.234e12, "FLOP/s") == "1.23 TFLOP/s" and human(5e9, "B/s") == "5 GB/s" and human(None, "x") == "n/a"
+
+
+def test_forward_operations_count_every_layer():
+    cfg = get_config("gpt2")
+    one = {op.name: op for op in gpt2_operations(cfg, 16, 1024)}
+    ops = {op.name: op for op in forward_operations(cfg, 16, 1024)}
+    assert ops["MLP up (c_fc) x12"].flops == 12 * one["MLP up (c_fc)"].flops
+    assert ops["LayerNorm x25"].bytes == 25 * one["LayerNorm"].bytes
+    assert ops["output head (lm_head)"].flops == one["output head (lm_head)"].flops
+    assert ops["GELU x12"].intensity == pytest.approx(one["GELU"].intensity)
+    # the weight matmuls of a forward pass: 2 FLOPs per weight per token (no biases, no embeddings lookup)
+    weights = 12 * (768 * 3 * 768 + 768 * 768 + 2 * 768 * 3072) + 768 * 50257
+    names = ("qkv projection x12", "attention out projection x12", "MLP up (c_fc) x12", "MLP down (c_proj) x12",
+             "output head (lm_head)")
+    assert sum(ops[n].flops for n in names) == 2 * weights * 16 * 1024
+
+
+def test_on_h200_roofs_the_memory_bound_ops_take_far_more_time_than_their_flops():
+    ops = forward_operations(get_config("gpt2"), 16, 1024, bytes_per_value=2)
+    flops_share, time_share = memory_bound_share(ops, 989.5e12, 4.8e12)  # H200 datasheet, bf16
+    assert flops_share < 0.1 and time_share > 0.4 and time_share > 5 * flops_share
