@@ -87,17 +87,18 @@ def plot_roofs(roofs: Roofs):
     import matplotlib.pyplot as plt
 
     dtypes = list(roofs.measured_flops)
+    sheet = [(x, roofs.datasheet_flops.get(d)) for x, d in enumerate(dtypes) if roofs.datasheet_flops.get(d)]
+    values = list(roofs.measured_flops.values()) + [s for _, s in sheet]
+    unit, factor = ("TFLOP/s", 1e12) if max(values) >= 1e12 else ("GFLOP/s", 1e9)
     fig, ax = plt.subplots(figsize=(7, 3.8))
     xs = range(len(dtypes))
-    bars = ax.bar([x - 0.2 for x in xs], [roofs.measured_flops[d] / 1e9 for d in dtypes], 0.4,
+    bars = ax.bar([x - 0.2 for x in xs], [roofs.measured_flops[d] / factor for d in dtypes], 0.4,
                   label="measured here", color="tab:blue")
-    ax.bar_label(bars, labels=[human(roofs.measured_flops[d], "") for d in dtypes], fontsize=8)
-    sheet = [(x, roofs.datasheet_flops.get(d)) for x, d in zip(xs, dtypes) if roofs.datasheet_flops.get(d)]
+    ax.bar_label(bars, labels=[f"{roofs.measured_flops[d] / factor:.3g}" for d in dtypes], fontsize=8)
     if sheet:
-        ax.bar([x + 0.2 for x, _ in sheet], [s / 1e9 for _, s in sheet], 0.4, label="datasheet peak", color="tab:gray")
+        ax.bar([x + 0.2 for x, _ in sheet], [s / factor for _, s in sheet], 0.4, label="datasheet peak", color="tab:gray")
     ax.set_xticks(list(xs), dtypes)
-    ax.set_yscale("log")
-    ax.set_ylabel("GFLOP/s (log scale)")
+    ax.set_ylabel(unit)
     ax.set_title(f"{roofs.device_name}: matmul throughput per dtype\n"
                  f"copy bandwidth {human(roofs.measured_bandwidth, 'B/s')} measured"
                  + (f", {human(roofs.datasheet_bandwidth, 'B/s')} datasheet" if roofs.datasheet_bandwidth else ""),
@@ -172,11 +173,14 @@ def plot_roofline(operations: list[Operation], peak: float, bandwidth: float, ti
     ax.plot(xs, [min(peak, bandwidth * x) for x in xs], color="black", linewidth=2)
     ax.axvline(ridge, color="gray", linestyle=":", linewidth=1)
     ax.text(ridge, peak * 1.15, f"ridge {ridge:.0f} FLOPs/byte", ha="center", fontsize=8, color="gray")
-    for i, op in enumerate(sorted(operations, key=lambda o: o.intensity)):
+    for i, op in enumerate(sorted(operations, key=lambda o: o.intensity), start=1):
         y = op.attainable(peak, bandwidth)
-        ax.plot(op.intensity, y, "o", color="tab:red" if bound(op, peak, bandwidth) == "memory" else "tab:blue")
-        ax.annotate(op.name, (op.intensity, y), textcoords="offset points", xytext=(5, -12 if i % 2 else 5),
-                    fontsize=7)
+        memory = bound(op, peak, bandwidth) == "memory"
+        ax.plot(op.intensity, y, "o", color="tab:red" if memory else "tab:blue",
+                label=f"{i}: {op.name} ({op.intensity:.1f} FLOPs/B)")
+        ax.annotate(str(i), (op.intensity, y), textcoords="offset points", fontsize=7, ha="center",
+                    xytext=(0, -12 if memory else (6 if i % 2 else -13)))
+    ax.legend(fontsize=7, loc="lower right", title="red: memory-bound, blue: compute-bound", title_fontsize=7)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_ylim(top=peak * 2.5)
