@@ -234,11 +234,18 @@ def test_every_notebook_page_offers_its_ipynb(site, browser):
 
 
 def test_screenshots_of_the_landing_page_and_a_chapter(site, browser):
+    """build/screenshots/landing.png (the introduction, sidebar included), chapter.png (a chapter with math,
+    scrolled to its first formula), and results.png when the results page is in the book."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    chapter = next(d for d in toc_pages()[1:] if d.startswith("notebooks/"))
-    for name, doc in (("landing", toc_pages()[0]), ("chapter", chapter)):
+    chapters = [d for d in toc_pages()[1:] if d.startswith("notebooks/")]
+    with_math = [d for d in chapters if "$$" in (ROOT / f"{d}.md").read_text(encoding="utf-8")]
+    shots = [("landing", toc_pages()[0], None), ("chapter", (with_math or chapters)[0], ".math")]
+    shots += [("results", d, "img") for d in toc_pages() if d.endswith("/results")]
+    for name, doc, scroll_to in shots:
         visit = Visit(browser, urljoin(site, f"{doc}.html"))
         try:
+            if scroll_to and visit.page.locator(f"main {scroll_to}").count():
+                visit.page.locator(f"main {scroll_to}").first.scroll_into_view_if_needed()
             path = SCREENSHOTS / f"{name}.png"
             visit.page.screenshot(path=str(path), full_page=False)
             assert path.stat().st_size > 10_000  # a rendered page, not a blank one
