@@ -54,7 +54,13 @@ class LadderRun:
         return tuple(ref for ref in LADDER_REFERENCES if not _same_run(ref, self.results))
 
     def plot(self):
-        return plot_ladder(self.results, self.references())
+        """The ladder plot, its legend naming the results file rather than "measured here" (the page is
+        built anywhere; the run was measured on the machine in its hardware record)."""
+        fig = plot_ladder(self.results, self.references())
+        for legend in fig.legends:
+            for text in legend.get_texts():
+                text.set_text(text.get_text().replace("measured here:", f"measured ({self.path.name}):"))
+        return fig
 
 
 @dataclass

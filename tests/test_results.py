@@ -73,8 +73,8 @@ def test_plot_has_one_bar_group_per_source(tmp_path):
     run = results.LadderRun(tmp_path / "x.jsonl", [_rung("fp32", 10.0, "2026-01-02T00:00:00+00:00", speedup=1.0),
                                                    _rung("tf32", 5.0, "2026-01-02T00:00:00+00:00", speedup=2.0)])
     fig = run.plot()
-    labels = fig.axes[0].get_legend_handles_labels()[1]
-    assert labels[0].startswith("measured here: Test CPU") and len(labels) == 1 + len(run.references())
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels[0].startswith("measured (x.jsonl): Test CPU") and len(labels) == 1 + len(run.references())
 
 
 def test_locate_refuses_a_tree_without_results(tmp_path):

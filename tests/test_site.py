@@ -239,7 +239,7 @@ def test_screenshots_of_the_landing_page_and_a_chapter(site, browser):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     chapters = [d for d in toc_pages()[1:] if d.startswith("notebooks/")]
     with_math = [d for d in chapters if "$$" in (ROOT / f"{d}.md").read_text(encoding="utf-8")]
-    shots = [("landing", toc_pages()[0], None), ("chapter", (with_math or chapters)[0], ".math")]
+    shots = [("landing", toc_pages()[0], None), ("chapter", (with_math or chapters)[0], "div.math")]
     shots += [("results", d, "img") for d in toc_pages() if d.endswith("/results")]
     for name, doc, scroll_to in shots:
         visit = Visit(browser, urljoin(site, f"{doc}.html"))
