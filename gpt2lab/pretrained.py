@@ -72,9 +72,13 @@ def local_weights() -> Path | None:
     folder = Path(value).expanduser()
     if not (folder / "config.json").is_file():
         raise UserError(f"{WEIGHTS_ENV}={value}: not a Hugging Face GPT-2 folder (no config.json there)")
-    if not any((folder / f).is_file() for f in _WEIGHT_FILES[1:]):
+    if not _complete(folder):
         raise UserError(f"{WEIGHTS_ENV}={value}: neither model.safetensors nor pytorch_model.bin there")
     return folder
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and any((folder / f).is_file() for f in _WEIGHT_FILES[1:])
 
 
 def gpt2_weights(name: str = "gpt2") -> tuple[Path, str]:
@@ -91,8 +95,9 @@ def gpt2_weights(name: str = "gpt2") -> tuple[Path, str]:
 
     repo = f"openai-community/{name}"
     try:
-        return Path(snapshot_download(repo, allow_patterns=_WEIGHT_FILES, local_files_only=True)), \
-            "the Hugging Face cache"
+        cached = Path(snapshot_download(repo, allow_patterns=_WEIGHT_FILES, local_files_only=True))
+        if _complete(cached):
+            return cached, "the Hugging Face cache"
     except Exception:  # not cached: fall through to the hub
         pass
     reachable, why = hub_status()

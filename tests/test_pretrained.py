@@ -150,3 +150,21 @@ def test_weights_variable_naming_a_wrong_folder_is_one_clear_error(fresh_probe, 
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(UserError, match="neither model.safetensors nor pytorch_model.bin"):
         fresh_probe.gpt2_weights("gpt2")
+
+
+def test_a_cached_snapshot_is_used_offline_and_a_partial_one_is_not(fresh_probe, no_network, tmp_path):
+    """The Hugging Face cache layout (models--org--name/snapshots/REV + refs/main), as a download leaves it."""
+    import huggingface_hub.constants
+
+    repo = tmp_path / "hf-cache" / "models--openai-community--gpt2"
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    random_hf_gpt2(seed=2, vocab_size=100, n_positions=16, n_embd=16, n_layer=1, n_head=2).save_pretrained(snapshot)
+    assert huggingface_hub.constants.HF_HUB_CACHE == str(tmp_path / "hf-cache")
+    folder, where = fresh_probe.gpt2_weights("gpt2")
+    assert folder == snapshot and where == "the Hugging Face cache"
+    (snapshot / "model.safetensors").unlink()  # an interrupted download: config only
+    with pytest.raises(ConnectionError, match="hub not reachable"):
+        fresh_probe.gpt2_weights("gpt2")
