@@ -268,23 +268,15 @@ class GPT(nn.Module):
                 dst.copy_(v)
 
 
-HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
-
-
 def _resolve_checkpoint(name_or_path) -> Path:
     path = Path(name_or_path)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face checkpoint folder")
         return path
-    if str(name_or_path) not in HUB_NAMES:
-        raise FileNotFoundError(f"{name_or_path!r} is neither a checkpoint folder nor one of {HUB_NAMES}")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as e:  # pragma: no cover - huggingface_hub ships with datasets
-        raise ImportError("downloading weights needs huggingface_hub (pip install huggingface_hub)") from e
-    patterns = ["config.json", "model.safetensors", "pytorch_model.bin"]
-    return Path(snapshot_download(f"openai-community/{name_or_path}", allow_patterns=patterns))
+    from gpt2lab.pretrained import gpt2_weights  # local folder, cache or hub; fails fast offline
+
+    return gpt2_weights(str(name_or_path))[0]
 
 
 def _read_state_dict(folder: Path) -> dict[str, torch.Tensor]:

@@ -1,6 +1,8 @@
 """GPT.from_pretrained against Hugging Face transformers, offline: a randomly initialised
 GPT2LMHeadModel is saved to a temporary folder and loaded back into our GPT."""
 
+import socket
+
 import pytest
 import torch
 
@@ -56,7 +58,7 @@ def test_shrinking_vocab_is_refused(tmp_path):
         GPT.from_pretrained(tmp_path, vocab_size=400)
 
 
-def test_reference_pair_offline_falls_back_to_random_weights(no_network):
+def test_reference_pair_offline_falls_back_to_random_weights(fresh_probe, no_network):
     from gpt2lab.pretrained import reference_pair
 
     pair = reference_pair("gpt2", offline_shape=dict(n_layer=1, n_head=2, n_embd=16, n_positions=32))
@@ -65,3 +67,104 @@ def test_reference_pair_offline_falls_back_to_random_weights(no_network):
     with torch.no_grad():
         diff = (pair.ours(idx)[0] - pair.theirs(idx).logits).abs().max().item()
     assert diff <= 1e-5
+
+
+# ---------------------------------------------------------------- where OpenAI's weights come from, offline
+
+
+@pytest.fixture
+def fresh_probe(monkeypatch, tmp_path):
+    """A new process's view: no decision cached, no weights variable, an empty Hugging Face cache."""
+    import huggingface_hub.constants
+
+    from gpt2lab import pretrained
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", pretrained.WEIGHTS_ENV):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    pretrained.hub_status.cache_clear()
+    yield pretrained
+    pretrained.hub_status.cache_clear()
+
+
+def test_hf_hub_offline_is_honoured_without_touching_a_socket(fresh_probe, no_network, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert fresh_probe.hub_status() == (False, "HF_HUB_OFFLINE is set")
+
+
+def test_probe_decides_once_per_process(fresh_probe, monkeypatch):
+    calls = []
+
+    def refuse(address, timeout=None):
+        calls.append((address, timeout))
+        raise ConnectionRefusedError("refused")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    first = fresh_probe.hub_status()
+    assert first[0] is False and "huggingface.co:443" in first[1] and "refused" in first[1]
+    assert fresh_probe.hub_status() == first and len(calls) == 1
+    assert calls[0][1] == fresh_probe.PROBE_TIMEOUT_S
+
+
+def test_probe_against_a_local_endpoint(fresh_probe, monkeypatch):
+    """A listening socket on 127.0.0.1 stands in for the hub: reachable; once closed: not reachable."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    assert fresh_probe.hub_status() == (True, f"127.0.0.1:{port} reachable")
+    server.close()
+    fresh_probe.hub_status.cache_clear()
+    reachable, why = fresh_probe.hub_status()
+    assert not reachable and f"127.0.0.1:{port}" in why
+
+
+def test_offline_without_weights_fails_at_once_with_the_variable_to_set(fresh_probe, no_network):
+    with pytest.raises(ConnectionError, match="hub not reachable .*set GPT2LAB_GPT2_WEIGHTS"):
+        GPT.from_pretrained("gpt2")
+    pair = fresh_probe.reference_pair("gpt2", offline_shape=dict(n_layer=1, n_head=2, n_embd=16, n_positions=32))
+    assert not pair.pretrained and "hub not reachable" in pair.source
+
+
+def test_weights_variable_serves_gpt2_offline(fresh_probe, no_network, monkeypatch, tmp_path):
+    folder = tmp_path / "gpt2-local"
+    ref = random_hf_gpt2(seed=1, vocab_size=300, n_positions=32, n_embd=32, n_layer=2, n_head=2)
+    ref.save_pretrained(folder)
+    monkeypatch.setenv(fresh_probe.WEIGHTS_ENV, str(folder))
+    ours = GPT.from_pretrained("gpt2").eval()  # the hub name resolves to the local folder
+    pair = fresh_probe.reference_pair("gpt2")
+    assert pair.pretrained and str(folder) in pair.source
+    idx = torch.randint(0, 300, (1, 16))
+    with torch.no_grad():
+        assert (ours(idx)[0] - ref(idx).logits).abs().max().item() <= 1e-5
+        assert (pair.ours(idx)[0] - pair.theirs(idx).logits).abs().max().item() <= 1e-5
+
+
+def test_weights_variable_naming_a_wrong_folder_is_one_clear_error(fresh_probe, monkeypatch, tmp_path):
+    from gpt2lab.errors import UserError
+
+    monkeypatch.setenv(fresh_probe.WEIGHTS_ENV, str(tmp_path))
+    with pytest.raises(UserError, match=f"GPT2LAB_GPT2_WEIGHTS={tmp_path}: not a Hugging Face GPT-2 folder"):
+        GPT.from_pretrained("gpt2")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(UserError, match="neither model.safetensors nor pytorch_model.bin"):
+        fresh_probe.gpt2_weights("gpt2")
+
+
+def test_a_cached_snapshot_is_used_offline_and_a_partial_one_is_not(fresh_probe, no_network, tmp_path):
+    """The Hugging Face cache layout (models--org--name/snapshots/REV + refs/main), as a download leaves it."""
+    import huggingface_hub.constants
+
+    repo = tmp_path / "hf-cache" / "models--openai-community--gpt2"
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    random_hf_gpt2(seed=2, vocab_size=100, n_positions=16, n_embd=16, n_layer=1, n_head=2).save_pretrained(snapshot)
+    assert huggingface_hub.constants.HF_HUB_CACHE == str(tmp_path / "hf-cache")
+    folder, where = fresh_probe.gpt2_weights("gpt2")
+    assert folder == snapshot and where == "the Hugging Face cache"
+    (snapshot / "model.safetensors").unlink()  # an interrupted download: config only
+    with pytest.raises(ConnectionError, match="hub not reachable"):
+        fresh_probe.gpt2_weights("gpt2")
