@@ -161,7 +161,8 @@ def available_backends(device: torch.device | str, dtype: torch.dtype = torch.fl
             except RuntimeError as e:
                 error = str(e).strip().splitlines()[0]
         reasons = [str(w.message).strip().splitlines()[0] for w in caught]
-        result[backend.name.lower()] = "cannot run here: " + (reasons[0] if reasons else error)[:120]
+        result[backend.name.lower()] = "cannot run here: " + (
+            reasons[0][:120] if reasons else f"PyTorch has no such kernel for {device.type} with {dtype}")
     return result
 
 
