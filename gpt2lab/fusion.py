@@ -130,17 +130,19 @@ def compile_with_code(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     """
     import torch._inductor.config as inductor_config
 
-    inductor_config.cpp.enable_kernel_profile = True  # name the CPU kernels in the profiler
     compiled = torch.compile(fn)
     t0 = time.perf_counter()
-    try:
-        from torch._inductor.utils import run_and_get_code
+    # Name the CPU kernels in the profiler, for this compilation only (a global setting would change every
+    # later compilation in the process, and their cache keys).
+    with inductor_config.patch({"cpp.enable_kernel_profile": True}):
+        try:
+            from torch._inductor.utils import run_and_get_code
 
-        _, codes = run_and_get_code(compiled, x)
-        code, why = "\n".join(codes), None
-    except Exception as e:  # noqa: BLE001 - private API: say what happened and carry on
-        compiled(x)
-        code, why = None, f"could not capture inductor's code ({type(e).__name__}: {e})"
+            _, codes = run_and_get_code(compiled, x)
+            code, why = "\n".join(codes), None
+        except Exception as e:  # noqa: BLE001 - private API: say what happened and carry on
+            compiled(x)
+            code, why = None, f"could not capture inductor's code ({type(e).__name__}: {e})"
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
     return Compiled(compiled, code, time.perf_counter() - t0, why)

@@ -63,6 +63,9 @@ def test_compile_fuses_gelu_into_one_cpu_kernel():
     else:
         assert len(fusion.kernel_names(compiled.code)) == 1
         assert "tanh" in fusion.kernel_excerpt(compiled.code)
+    import torch._inductor.config as inductor_config
+
+    assert inductor_config.cpp.enable_kernel_profile is False  # set for that compilation only
     kernels = fusion.launched_kernels(lambda: compiled.fn(x), "cpu")
     assert len([k for k in kernels if "fused" in k]) == 1 and not any(k.startswith("aten::") for k in kernels), kernels
 
