@@ -52,8 +52,8 @@ def test_attention_flops_match_pytorchs_counts():
 
 
 def test_backend_names():
-    assert A.backend_name(["aten::scaled_dot_product_attention",
-                           "aten::_scaled_dot_product_flash_attention_for_cpu"]) == "flash attention (PyTorch's CPU kernel)"
+    cpu = ["aten::scaled_dot_product_attention", "aten::_scaled_dot_product_flash_attention_for_cpu"]
+    assert A.backend_name(cpu) == "flash attention (PyTorch's CPU kernel)"
     assert A.backend_name(["aten::_scaled_dot_product_flash_attention", "pytorch_flash::flash_fwd_kernel<...>"]) \
         == "flash attention"
     assert A.backend_name(["aten::_scaled_dot_product_efficient_attention", "fmha_cutlassF"]).startswith("memory-eff")
