@@ -149,7 +149,8 @@ def matmul_flops(dtype: str, n: int, device: torch.device | str, steps: int = 10
     """Measured FLOP/s of one n x n x n matmul in `dtype` on `device` (tf32: fp32 with TF32 allowed).
 
     A large square matmul is the friendliest workload a device has, so this is the practical ceiling that
-    model FLOP utilization is measured against.
+    model FLOP utilization is measured against. A ceiling is the best call, not the median: on a shared
+    machine other processes only ever slow a call down.
     """
     from gpt2lab.timing import measure
 
@@ -164,18 +165,19 @@ def matmul_flops(dtype: str, n: int, device: torch.device | str, steps: int = 10
         m = measure(lambda: a @ b, device, steps=steps, warmup=warmup)
     finally:
         torch.set_float32_matmul_precision(before)
-    return 2 * n**3 / (m.median_ms / 1000)
+    return 2 * n**3 / (m.min_ms / 1000)
 
 
 def copy_bandwidth(nbytes: int, device: torch.device | str, steps: int = 10, warmup: int = 2) -> float:
-    """Measured bytes/s of copying one large buffer into another (each byte read once and written once)."""
+    """Measured bytes/s of copying one large buffer into another (each byte read once and written once), from
+    the best call: a ceiling, like `matmul_flops`."""
     from gpt2lab.timing import measure
 
     device = torch.device(device)
     src = torch.ones(nbytes // 4, device=device)
     dst = torch.empty_like(src)
     m = measure(lambda: dst.copy_(src), device, steps=steps, warmup=warmup)
-    return 2 * src.numel() * 4 / (m.median_ms / 1000)
+    return 2 * src.numel() * 4 / (m.min_ms / 1000)
 
 
 def supported_dtypes(device: torch.device | str) -> list[str]:
