@@ -116,6 +116,8 @@ RUNGS: dict[str, Rung] = _ladder(
      "the blocks' Linear layers multiply in float8 on fp8 tensor cores, at twice the bf16 rate", 14,
      {"guard_atol": 0.03, "guard_rtol": 0.03}),
 )
+# The video's ladder (chapters 4-10): what `--rungs video` times; "all" adds the rungs past the video.
+VIDEO_RUNGS = tuple(name for name, rung in RUNGS.items() if rung.chapter <= 10)
 # The rungs the trainer may default to: correct for long runs, not just for a benchmark's steps. batch64 is a
 # benchmark setting (the trainer has its own --batch-size); fp8 stays opt-in until its loss curve has been
 # compared with bf16's over a real run.

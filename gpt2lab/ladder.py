@@ -24,7 +24,7 @@ import torch
 
 from gpt2lab.flops import flops_per_token, matmul_dtype, mfu
 from gpt2lab.hardware import best_peak_flops, hardware_record, peak_flops
-from gpt2lab.knobs import RUNGS, Knobs, Rung, build, get_rung, keep_freed_memory, matmul_precision, unsupported_reason
+from gpt2lab.knobs import RUNGS, VIDEO_RUNGS, Knobs, Rung, build, get_rung, keep_freed_memory, matmul_precision, unsupported_reason
 from gpt2lab.model import GPT, GPTConfig, get_config
 from gpt2lab.step import train_step
 from gpt2lab.timing import load_average, measure, peak_memory
@@ -141,9 +141,11 @@ def compare(before: RungResult, after: RungResult) -> tuple[float, str]:
 
 
 def resolve_rungs(rungs) -> list[Rung]:
-    """'all', a comma-separated string of rung names, or a list of names, Rungs and (name, Knobs) pairs."""
+    """'all', 'video' (the video's rungs only), a comma-separated string of rung names, or a list of names, Rungs
+    and (name, Knobs) pairs."""
     if isinstance(rungs, str):
-        rungs = list(RUNGS) if rungs.strip() == "all" else [r.strip() for r in rungs.split(",") if r.strip()]
+        named = {"all": list(RUNGS), "video": list(VIDEO_RUNGS)}
+        rungs = named.get(rungs.strip()) or [r.strip() for r in rungs.split(",") if r.strip()]
     resolved = []
     for r in rungs:
         if isinstance(r, tuple):  # an experiment: knobs that are not on the ladder
@@ -278,6 +280,7 @@ def run_ladder(
     peak_tflops: float | None = None,
     progress: bool = True,
     seed: int = DEFAULT_SEED,
+    reference_batch: int | None = None,
 ) -> list[RungResult]:
     """Time each rung on `device`; one RungResult per rung, in order, skipped rungs included with the reason.
 
@@ -285,9 +288,10 @@ def run_ladder(
     or a preset name. `batch` is the micro-batch of every rung that has none of its own (`Rung.batch`, e.g.
     batch64). MFU uses `peak_tflops` if given, else the device's datasheet peak for the rung's dtype (known GPUs
     only). Each rung's guard compares it with fp32 at the rung's own batch: where fp32 is not among the rungs at
-    that batch it is run once, untimed, as the reference; at a batch larger than `batch` (and a multiple of it) as
-    gradient accumulation over micro-batches of `batch` rows, which computes the same loss and gradient in the
-    memory fp32 needs at `batch` (fp32 with naive attention at B=64, T=1024 would need over 100 GB).
+    that batch it is run once, untimed, as the reference; at a batch larger than `reference_batch` (default:
+    `batch`) and a multiple of it, as gradient accumulation over micro-batches of that many rows, which computes
+    the same loss and gradient in the memory fp32 needs at that size (fp32 with naive attention at B=64, T=1024
+    would need over 100 GB; `benchmarks/bench_past_the_video.py` passes 16).
     """
     from tqdm.auto import tqdm
 
@@ -296,9 +300,8 @@ def run_ladder(
     device = torch.device(device)
     ladder = resolve_rungs(rungs)
     check_settings(config, batch, seq, steps, warmup, peak_tflops)
-    for rung in ladder:
-        if rung.batch is not None:
-            check_settings(config, rung.batch, seq, steps, warmup)
+    for b in [r.batch for r in ladder if r.batch is not None] + [reference_batch or 1]:
+        check_settings(config, b, seq, steps, warmup)
 
     if device.type == "cpu":
         keep_freed_memory()  # as the trainer does: big freed tensors stay in the heap
@@ -341,7 +344,8 @@ def run_ladder(
         for b in batches:
             if b in ref_loss or all(r.skipped is not None for r in results if r.batch == b):
                 continue
-            micro = batch if b > batch and b % batch == 0 else None
+            ref_micro = reference_batch or batch
+            micro = ref_micro if b > ref_micro and b % ref_micro == 0 else None
             bar.set_description(f"fp32 reference at batch {b} (untimed)")
             bar.total += warmup + steps
             try:

@@ -22,29 +22,35 @@ import torch
 import torch.nn.functional as F
 
 MAX_CHUNKS = 16  # more chunks save little more memory and unroll into a bigger graph under torch.compile
+MIN_ROWS = 256  # fewer rows make the weight-gradient matmul (V x rows @ rows x C) too thin to run efficiently
 VARIANTS = ("forward", "recompute")
 
 
-def chunk_rows(n_rows: int, n_embd: int, vocab: int, max_chunks: int = MAX_CHUNKS) -> int:
+def chunk_rows(n_rows: int, n_embd: int, vocab: int, max_chunks: int = MAX_CHUNKS, min_rows: int = MIN_ROWS) -> int:
     """Rows per chunk: enough chunks that a chunk's logits are about as big as the hidden states (V/C chunks,
-    as Liger-Kernel sizes them), at most `max_chunks` of them."""
+    as Liger-Kernel sizes them), at most `max_chunks` of them and at least `min_rows` rows each (or all rows).
+    GPT-2 at B=64, T=1024: 16 chunks of 4,096 rows."""
     n_chunks = max(1, min(max_chunks, math.ceil(vocab / n_embd), n_rows))
-    return math.ceil(n_rows / n_chunks)
+    return max(math.ceil(n_rows / n_chunks), min(n_rows, min_rows))
 
 
 def _chunk_loss_and_grad(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, n_rows: int,
                          with_grad: bool):
-    """Loss sum of one chunk and (d loss_mean / d logits) of its rows, in float32."""
+    """Loss sum of one chunk, its rows' log-sum-exp and (d loss_mean / d logits) of its rows, in float32."""
     logits = h @ weight.t()
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # under autocast: a bf16 matmul, then the float32 copy cross-entropy uses
-    lse = torch.logsumexp(logits, dim=-1)
-    target_logit = logits.gather(1, targets[:, None]).squeeze(1)
-    loss_sum = (lse - target_logit).sum()
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # under autocast: a bf16 matmul, then
+    target_logit = logits.gather(1, targets[:, None]).squeeze(1)         # the float32 copy cross-entropy uses
     if not with_grad:
-        return loss_sum, lse, None
-    grad = logits.sub_(lse[:, None]).exp_()  # softmax, in the logits' own buffer (forward runs without autograd)
-    grad.scatter_add_(1, targets[:, None], torch.full_like(target_logit[:, None], -1.0))  # minus the one-hot
-    return loss_sum, lse, grad.div_(n_rows)
+        lse = torch.logsumexp(logits, dim=-1)
+        return (lse - target_logit).sum(), lse, None
+    # one pass of exp serves both the loss and the gradient; it overwrites the logits (no autograd in here)
+    row_max = logits.amax(dim=-1)
+    probs = logits.sub_(row_max[:, None]).exp_()
+    total = probs.sum(dim=-1)
+    lse = row_max + total.log()
+    grad = probs.div_((total * n_rows)[:, None])  # softmax / n_rows
+    grad.scatter_add_(1, targets[:, None], torch.full_like(total[:, None], -1.0 / n_rows))  # minus the one-hot
+    return (lse - target_logit).sum(), lse, grad
 
 
 class ChunkedLinearCrossEntropy(torch.autograd.Function):

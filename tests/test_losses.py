@@ -97,8 +97,9 @@ def test_chunked_loss_under_torch_compile():
 
 def test_chunk_rows():
     assert chunk_rows(65536, 768, 50304) == 4096  # GPT-2 at B=64, T=1024: 16 chunks
-    assert chunk_rows(512, 128, 50257) == 32  # cpu scale: 16 chunks of 32 rows
+    assert chunk_rows(512, 96, 50257) == 256  # cpu scale (B=4, T=128): 2 chunks, none thinner than 256 rows
     assert chunk_rows(100, 512, 256) == 100  # a vocabulary no wider than the hidden states: one chunk
-    assert chunk_rows(5, 8, 4096) == 1  # never an empty chunk
+    assert chunk_rows(5, 8, 4096) == 5  # fewer rows than the minimum: one chunk
+    assert chunk_rows(5, 8, 4096, min_rows=1) == 1  # never an empty chunk
     with pytest.raises(ValueError, match="variant"):
         chunked_cross_entropy(torch.randn(2, 4), torch.randn(8, 4), torch.zeros(2, dtype=torch.long), variant="x")
