@@ -32,7 +32,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    # speed knobs: a ladder rung, with optional single-knob overrides
+    # speed knobs: a ladder rung ("auto": the fastest trainer-safe rung of the device), optional single-knob overrides
     rung: str = DEFAULT_RUNG
     compile: Optional[bool] = None
     autocast: Optional[str] = None

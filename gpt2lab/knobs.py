@@ -122,8 +122,8 @@ VIDEO_RUNGS = tuple(name for name, rung in RUNGS.items() if rung.chapter <= 10)
 # benchmark setting (the trainer has its own --batch-size); fp8 stays opt-in until its loss curve has been
 # compared with bf16's over a real run.
 TRAINER_SAFE = ("fp32", "tf32", "bf16", "compile", "flash", "vocab50304", "fused_adamw", "fused_ce", "max_autotune")
-# The video's final setting: what `default_rung` falls back to where it cannot tell the device.
-DEFAULT_RUNG = "fused_adamw"
+# The trainer's rung unless told otherwise: "auto", resolved by `resolve_rung` once the device is known.
+DEFAULT_RUNG = "auto"
 
 
 def default_rung(device: torch.device | str) -> str:
@@ -133,6 +133,11 @@ def default_rung(device: torch.device | str) -> str:
         if unsupported_reason(RUNGS[name].knobs, device) is None:
             best = name
     return best
+
+
+def resolve_rung(name: str, device: torch.device | str) -> str:
+    """A rung name as given, or for "auto" the fastest trainer-safe rung of this device (`default_rung`)."""
+    return default_rung(device) if name == "auto" else get_rung(name).name
 
 
 def padded_vocab_size(vocab_size: int, multiple: int = 128) -> int:

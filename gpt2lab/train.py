@@ -22,7 +22,7 @@ from gpt2lab.config import PRESETS, TrainConfig, field_types, get_preset
 from gpt2lab.corpus import CORPORA
 from gpt2lab.data import ShardLoader
 from gpt2lab.errors import TrainingDiverged, UserError
-from gpt2lab.knobs import build, get_rung, keep_freed_memory, matmul_precision, unsupported_reason
+from gpt2lab.knobs import build, get_rung, keep_freed_memory, matmul_precision, resolve_rung, unsupported_reason
 from gpt2lab.model import get_config
 from gpt2lab.optim import lr_at
 from gpt2lab.step import train_step
@@ -52,7 +52,7 @@ class Trainer:
         self.info = dist.init(cfg.device)
         self.echo, self.progress = echo and self.info.is_master, progress and self.info.is_master
         try:
-            knobs = get_rung(cfg.rung).knobs
+            knobs = get_rung(resolve_rung(cfg.rung, self.info.device)).knobs
         except ValueError as e:
             raise UserError(str(e)) from None
         knobs = replace(knobs, **{k: v for k, v in (("compile", cfg.compile), ("autocast", cfg.autocast)) if v is not None})

@@ -236,4 +236,13 @@ def test_the_registry_defines_each_rung_once_with_its_lesson():
     for name, rung in RUNGS.items():
         assert rung.name == name and rung.change and rung.why
         assert rung.guard_atol > 0 and rung.guard_rtol > 0
-    assert DEFAULT_RUNG in RUNGS and TrainConfig().rung == DEFAULT_RUNG
+    assert DEFAULT_RUNG == "auto" and TrainConfig().rung == DEFAULT_RUNG
+
+
+def test_resolve_rung():
+    from gpt2lab.knobs import resolve_rung
+
+    assert resolve_rung("auto", "cpu") == default_rung("cpu")
+    assert resolve_rung("bf16", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="unknown rung"):
+        resolve_rung("warp", "cpu")
