@@ -107,3 +107,15 @@ def test_time_against_previous_runs_the_rung_and_the_one_before(monkeypatch):
     before, after = time_against_previous("tf32", SCALES["smoke"])
     assert (before.rung, after.rung) == ("fp32", "tf32") and after.guard_ok is True
     assert after.batch == SCALES["smoke"].bench_batch and after.preset == SCALES["smoke"].bench_preset
+
+
+def test_a_rung_with_its_own_batch_is_compared_per_token(ladder):
+    from gpt2lab.report import rung_verdict
+
+    big = RungResult(**{**ladder[2].to_dict(), "rung": "batch64", "batch": 4 * ladder[2].batch,
+                        "ms_median": 2 * ladder[2].ms_median, "ms_min": 2 * ladder[2].ms_min,
+                        "ms_max": 2 * ladder[2].ms_max})
+    series = Series.from_results([*ladder, big])
+    assert series.ms["batch64"] == pytest.approx(ladder[2].ms_median / 2)  # half the time per token
+    assert "per token" in " ".join(rung_verdict(ladder[2], big).notes)
+    assert rung_verdict(ladder[2], big).rows[0][4] == "2.00x"
