@@ -126,10 +126,21 @@ TRAINER_SAFE = ("fp32", "tf32", "bf16", "compile", "flash", "vocab50304", "fused
 DEFAULT_RUNG = "auto"
 
 
+# Rungs that run on a device type but were measured slower there than the rung before them, so the trainer's
+# default stops short of them. CPU max-autotune: chapter 14 at smoke scale on the 2-core development machine
+# (AMD EPYC, torch 2.13.0+cpu, 2026-11-26) measured 862 ms/step against fused_ce's 21.6 (results/past-the-video-
+# smoke-cpu.txt); at cpu scale 19.8 s against 12.8 s under heavy load. The ladder still times them everywhere.
+SLOWER_ON: dict[str, tuple[str, ...]] = {"cpu": ("max_autotune",)}
+
+
 def default_rung(device: torch.device | str) -> str:
-    """The fastest trainer-safe rung this hardware runs: the last one on the ladder with no unsupported reason."""
+    """The fastest trainer-safe rung this hardware runs: the last one on the ladder with no unsupported reason
+    that is not known to be slower on this device type."""
+    device = torch.device(device)
     best = "fp32"
     for name in TRAINER_SAFE:
+        if name in SLOWER_ON.get(device.type, ()):
+            continue
         if unsupported_reason(RUNGS[name].knobs, device) is None:
             best = name
     return best
