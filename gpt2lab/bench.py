@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--model", "--preset", dest="model", metavar="MODEL",
                         help=f"model shape: {', '.join(PRESETS)} (default: {both('model')})")
-    parser.add_argument("--rungs", default="all", help=f"'all' or a comma list of: {','.join(RUNGS)}")
+    parser.add_argument("--rungs", default="all",
+                        help=f"'all', 'video' (the video's rungs, chapters 4-10) or a comma list of: {','.join(RUNGS)}")
     parser.add_argument("--batch-size", "--batch", dest="batch_size", type=int, metavar="B",
                         help=f"micro-batch size B (default: {both('batch_size')})")
     parser.add_argument("--seq-len", "--seq", dest="seq_len", type=int, metavar="T",

@@ -41,7 +41,7 @@ class TrainConfig:
     weight_decay: float = 0.1  # AdamW weight decay of the 2-D weights (embeddings and matmuls)
     grad_clip: float = 1.0  # clip the global gradient norm to this (0 disables clipping)
     # speed knobs: a ladder rung, with optional single-knob overrides
-    rung: str = DEFAULT_RUNG  # speed settings: a rung of the optimization ladder, with all rungs before it
+    rung: str = DEFAULT_RUNG  # speed settings: a rung of the optimization ladder (auto: the fastest one this device trains with)
     compile: Optional[bool] = None  # override the rung's torch.compile setting
     autocast: Optional[str] = None  # override the rung's autocast dtype
     device: str = "auto"  # where to train; auto picks cuda, then mps, then cpu
@@ -206,7 +206,7 @@ def choices() -> dict[str, list[str]]:
     """The allowed values of the fields that have a fixed set of them (`--help` lists them)."""
     from gpt2lab.knobs import AUTOCAST_DTYPES, RUNGS
 
-    return {"model": list(model_presets()), "rung": list(RUNGS), "autocast": list(AUTOCAST_DTYPES)}
+    return {"model": list(model_presets()), "rung": ["auto", *RUNGS], "autocast": list(AUTOCAST_DTYPES)}
 
 
 @functools.lru_cache(maxsize=1)

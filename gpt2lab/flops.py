@@ -54,6 +54,8 @@ def counted_flops_per_token(config: GPTConfig, batch: int, seq: int) -> float:
 
 def matmul_dtype(knobs: Knobs) -> str:
     """The dtype the big matmuls run in under these knobs, for looking up the peak FLOP/s."""
+    if knobs.fp8:  # the blocks' matmuls; the head stays in the autocast dtype
+        return "fp8"
     if knobs.autocast != "none":
         return knobs.autocast
     return "tf32" if knobs.matmul_precision == "high" else "fp32"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import itertools
 import json
 import math
 import os
@@ -23,7 +24,7 @@ import torch
 
 from gpt2lab.flops import flops_per_token, matmul_dtype, mfu
 from gpt2lab.hardware import best_peak_flops, hardware_record, peak_flops
-from gpt2lab.knobs import RUNGS, Knobs, Rung, build, get_rung, keep_freed_memory, matmul_precision, unsupported_reason
+from gpt2lab.knobs import RUNGS, VIDEO_RUNGS, Knobs, Rung, build, get_rung, keep_freed_memory, matmul_precision, unsupported_reason
 from gpt2lab.model import GPT, GPTConfig, get_config
 from gpt2lab.step import train_step
 from gpt2lab.timing import load_average, measure, peak_memory
@@ -124,12 +125,14 @@ def loss_guard(loss: float, ref_loss: float | None, atol: float = 0.02, rtol: fl
 
 
 def compare(before: RungResult, after: RungResult) -> tuple[float, str]:
-    """Speed-up of `after` over `before` (ratio of medians) and an honest verdict: "faster" or "slower" only
-    when the two rungs' min-max ranges of step times do not overlap, else "within noise"."""
-    ratio = before.ms_median / after.ms_median
-    if after.ms_max < before.ms_min:
+    """Speed-up of `after` over `before` (ratio of median times per token, which is the ratio of ms/step when
+    both ran the same batch) and an honest verdict: "faster" or "slower" only when the two rungs' min-max
+    ranges of time per token do not overlap, else "within noise"."""
+    b, a = before.batch * before.seq, after.batch * after.seq
+    ratio = (before.ms_median / b) / (after.ms_median / a)
+    if after.ms_max / a < before.ms_min / b:
         return ratio, "faster"
-    if after.ms_min > before.ms_max:
+    if after.ms_min / a > before.ms_max / b:
         return ratio, "slower"
     return ratio, "within noise"
 
@@ -138,9 +141,11 @@ def compare(before: RungResult, after: RungResult) -> tuple[float, str]:
 
 
 def resolve_rungs(rungs) -> list[Rung]:
-    """'all', a comma-separated string of rung names, or a list of names, Rungs and (name, Knobs) pairs."""
+    """'all', 'video' (the video's rungs only), a comma-separated string of rung names, or a list of names, Rungs
+    and (name, Knobs) pairs."""
     if isinstance(rungs, str):
-        rungs = list(RUNGS) if rungs.strip() == "all" else [r.strip() for r in rungs.split(",") if r.strip()]
+        named = {"all": list(RUNGS), "video": list(VIDEO_RUNGS)}
+        rungs = named.get(rungs.strip()) or [r.strip() for r in rungs.split(",") if r.strip()]
     resolved = []
     for r in rungs:
         if isinstance(r, tuple):  # an experiment: knobs that are not on the ladder
@@ -214,15 +219,23 @@ def free_memory(device: torch.device) -> None:
 
 
 def time_rung(rung: Rung | Knobs, config: GPTConfig, batch_xy, steps: int, warmup: int, device: torch.device,
-              weights: dict | None = None, seed: int = DEFAULT_SEED, on_step=None) -> dict:
+              weights: dict | None = None, seed: int = DEFAULT_SEED, on_step=None, micro: int | None = None) -> dict:
     """Build the rung's model and optimizer, warm up, time `steps` real training steps, measure the peak memory
-    of the timed steps. Returns the raw measurements (a dict of RungResult fields)."""
+    of the timed steps. Returns the raw measurements (a dict of RungResult fields).
+
+    `micro`: run each step as gradient accumulation over micro-batches of this many rows (the same gradient and
+    loss as the whole batch, up to rounding, in less memory): how an fp32 reference is computed at a big batch."""
     knobs = rung.knobs if isinstance(rung, Rung) else rung
+    rows = batch_xy[0].size(0)
+    micro = rows if micro is None or rows % micro else micro
+    pieces = list(zip(batch_xy[0].split(micro), batch_xy[1].split(micro)))
+    cycle = itertools.cycle(pieces)
     with matmul_precision(knobs):  # process-global: set for this rung only
         built = build(knobs, config, device, seed=seed)
         if weights is not None:
             load_initial_weights(built.raw, weights)
-        step = functools.partial(train_step, built, lambda: batch_xy)  # same batch: time compute, not loading
+        # the same batch every step: time compute, not loading
+        step = functools.partial(train_step, built, lambda: next(cycle), grad_accum=len(pieces))
         try:
             for _ in range(warmup):  # warm up outside the memory probe: compilation is not a step's memory
                 step()
@@ -237,7 +250,7 @@ def time_rung(rung: Rung | Knobs, config: GPTConfig, batch_xy, steps: int, warmu
             free_memory(device)
 
 
-def _timed_warmup(rung, config, batch_xy, steps, warmup, device, weights, seed, bar):
+def _timed_warmup(rung, config, batch_xy, steps, warmup, device, weights, seed, bar, micro=None):
     """time_rung, plus how long the first warm-up step and all warm-up steps took."""
     import time
 
@@ -251,7 +264,7 @@ def _timed_warmup(rung, config, batch_xy, steps, warmup, device, weights, seed, 
             clock["warm"] = time.perf_counter() - clock["t0"]
         bar.update()
 
-    out = time_rung(rung, config, batch_xy, steps, warmup, device, weights, seed, on_step=tick)
+    out = time_rung(rung, config, batch_xy, steps, warmup, device, weights, seed, on_step=tick, micro=micro)
     out.update(first_step_s=clock["first"] if warmup else None, warmup_s=clock.get("warm") if warmup else None)
     return out
 
@@ -267,12 +280,18 @@ def run_ladder(
     peak_tflops: float | None = None,
     progress: bool = True,
     seed: int = DEFAULT_SEED,
+    reference_batch: int | None = None,
 ) -> list[RungResult]:
     """Time each rung on `device`; one RungResult per rung, in order, skipped rungs included with the reason.
 
     `rungs`: 'all', 'fp32,bf16', or a list of rung names, Rungs and (name, Knobs) pairs. `config`: a GPTConfig
-    or a preset name. MFU uses `peak_tflops` if given, else the device's datasheet peak for the rung's dtype
-    (known GPUs only). If fp32 is not among the rungs it is still run once, untimed, as the guard's reference.
+    or a preset name. `batch` is the micro-batch of every rung that has none of its own (`Rung.batch`, e.g.
+    batch64). MFU uses `peak_tflops` if given, else the device's datasheet peak for the rung's dtype (known GPUs
+    only). Each rung's guard compares it with fp32 at the rung's own batch: where fp32 is not among the rungs at
+    that batch it is run once, untimed, as the reference; at a batch larger than `reference_batch` (default:
+    `batch`) and a multiple of it, as gradient accumulation over micro-batches of that many rows, which computes
+    the same loss and gradient in the memory fp32 needs at that size (fp32 with naive attention at B=64, T=1024
+    would need over 100 GB; `benchmarks/bench_past_the_video.py` passes 16).
     """
     from tqdm.auto import tqdm
 
@@ -281,33 +300,37 @@ def run_ladder(
     device = torch.device(device)
     ladder = resolve_rungs(rungs)
     check_settings(config, batch, seq, steps, warmup, peak_tflops)
+    for b in [r.batch for r in ladder if r.batch is not None] + [reference_batch or 1]:
+        check_settings(config, b, seq, steps, warmup)
 
     if device.type == "cpu":
         keep_freed_memory()  # as the trainer does: big freed tensors stay in the heap
     hardware = hardware_record(device)
-    batch_xy = fixed_batch(config, batch, seq, device)
+    batches = {b: fixed_batch(config, b, seq, device) for b in dict.fromkeys(r.batch or batch for r in ladder)}
     weights = initial_weights(config, seed)
     fpt = flops_per_token(config, seq)
     common = dict(
-        config={k: v for k, v in asdict(config).items() if k != "attn"},  # attention is a knob, not the shape
-        preset=preset, batch=batch, seq=seq, steps=steps, warmup=warmup,
+        # attention and loss are knobs, not the shape
+        config={k: v for k, v in asdict(config).items() if k not in ("attn", "loss")},
+        preset=preset, seq=seq, steps=steps, warmup=warmup,
         device=str(device), hardware=hardware, started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    run = functools.partial(_timed_warmup, config=config, batch_xy=batch_xy, steps=steps, warmup=warmup,
+    run = functools.partial(_timed_warmup, config=config, steps=steps, warmup=warmup,
                             device=device, weights=weights, seed=seed)
 
     results = []
     with tqdm(total=len(ladder) * (warmup + steps), unit="step", disable=not progress) as bar:
         for rung in ladder:
             bar.set_description(rung.name)
-            r = RungResult(rung=rung.name, knobs=asdict(rung.knobs), **common)
+            b = rung.batch or batch
+            r = RungResult(rung=rung.name, knobs=asdict(rung.knobs), batch=b, **common)
             r.skipped = unsupported_reason(rung.knobs, device)
             if r.skipped is None:
                 try:
-                    measured = run(rung, bar=bar)
+                    measured = run(rung, batch_xy=batches[b], bar=bar)
                 except torch.OutOfMemoryError:
                     free_memory(device)
-                    r.skipped = f"out of memory at batch {batch} x seq {seq}: try a smaller --batch-size"
+                    r.skipped = f"out of memory at batch {b} x seq {seq}: try a smaller --batch-size"
                 else:
                     for k, v in measured.items():
                         setattr(r, k, v)
@@ -316,21 +339,25 @@ def run_ladder(
                 bar.update(warmup + steps)
             results.append(r)
 
-        base = next((r for r in results if r.rung == "fp32"), None)
-        ref_loss = base.loss if base else None
-        if base is None and any(r.skipped is None for r in results):
-            bar.set_description("fp32 reference (untimed)")
+        base = next((r for r in results if r.rung == "fp32" and r.batch == batch and r.skipped is None), None)
+        ref_loss = {r.batch: r.loss for r in results if r.rung == "fp32" and r.skipped is None}
+        for b in batches:
+            if b in ref_loss or all(r.skipped is not None for r in results if r.batch == b):
+                continue
+            ref_micro = reference_batch or batch
+            micro = ref_micro if b > ref_micro and b % ref_micro == 0 else None
+            bar.set_description(f"fp32 reference at batch {b} (untimed)")
             bar.total += warmup + steps
             try:
-                ref_loss = run(RUNGS["fp32"], bar=bar)["loss"]
+                ref_loss[b] = run(RUNGS["fp32"], batch_xy=batches[b], bar=bar, micro=micro)["loss"]
             except torch.OutOfMemoryError:
                 free_memory(device)
     for rung, r in zip(ladder, results):
         if r.skipped is None:
-            r.ref_loss = ref_loss
-            r.guard_ok, r.guard = loss_guard(r.loss, ref_loss, rung.guard_atol, rung.guard_rtol)
-            if base is not None and base.ms_median:
-                r.speedup = base.ms_median / r.ms_median
+            r.ref_loss = ref_loss.get(r.batch)
+            r.guard_ok, r.guard = loss_guard(r.loss, r.ref_loss, rung.guard_atol, rung.guard_rtol)
+            if base is not None and base.tokens_per_s:
+                r.speedup = r.tokens_per_s / base.tokens_per_s  # per token: rungs may differ in batch
     return results
 
 

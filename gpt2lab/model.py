@@ -19,6 +19,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ATTN_IMPLS = ("naive", "flash")
+# "full": every logit, then cross-entropy; "chunked": head + loss fused in chunks (gpt2lab.losses), the logits
+# never exist whole; "liger": Liger-Kernel's fused Triton kernel (CUDA only, the optional `fast` extra).
+LOSS_IMPLS = ("full", "chunked", "liger")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class GPTConfig:
     n_head: int = 12
     n_embd: int = 768
     attn: str = "flash"  # "naive": explicit masked softmax; "flash": F.scaled_dot_product_attention
+    loss: str = "full"  # how forward(idx, targets) computes the loss: one of LOSS_IMPLS
 
     def __post_init__(self):
         for field in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
@@ -41,6 +45,8 @@ class GPTConfig:
             )
         if self.attn not in ATTN_IMPLS:
             raise ValueError(f"attn must be one of {ATTN_IMPLS}, got {self.attn!r}")
+        if self.loss not in LOSS_IMPLS:
+            raise ValueError(f"loss must be one of {LOSS_IMPLS}, got {self.loss!r}")
 
 
 # Named model shapes. The four GPT-2 sizes are OpenAI's; the small ones exist so the same code
@@ -178,11 +184,23 @@ class GPT(nn.Module):
         return self.transformer.ln_f(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """Logits (B, T, vocab) and, when targets are given, the mean cross-entropy loss."""
-        logits = self.lm_head(self.features(idx))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        """Logits (B, T, vocab) and, when targets are given, the mean cross-entropy loss.
+
+        With a fused loss (config.loss "chunked" or "liger") and targets, the logits are never formed whole and
+        None is returned in their place; without targets (sampling, HellaSwag) every path returns the logits."""
+        x = self.features(idx)
+        if targets is None:
+            return self.lm_head(x), None
+        if self.config.loss == "chunked":
+            from gpt2lab.losses import chunked_cross_entropy
+
+            return None, chunked_cross_entropy(x, self.lm_head.weight, targets)
+        if self.config.loss == "liger":
+            from gpt2lab.losses import liger_cross_entropy
+
+            return None, liger_cross_entropy()(self.lm_head.weight, x.reshape(-1, x.size(-1)), targets.reshape(-1))
+        logits = self.lm_head(x)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
     @torch.no_grad()

@@ -115,9 +115,12 @@ class Series:
 
     @classmethod
     def from_results(cls, results: list[RungResult], label: str | None = None) -> "Series":
+        """A rung with a batch of its own (batch64) counts per token: its ms are scaled to the run's batch."""
         results = [RungResult.from_dict(r) if isinstance(r, dict) else r for r in results]
-        return cls(label or f"measured here: {describe_run(results[0])}", workload(results[0]),
-                   {r.rung: r.ms_median for r in results}, frozenset(r.rung for r in results if r.guard_ok is False))
+        b0 = results[0].batch
+        ms = {r.rung: r.ms_median * b0 / r.batch if r.ms_median else r.ms_median for r in results}
+        return cls(label or f"measured here: {describe_run(results[0])}", workload(results[0]), ms,
+                   frozenset(r.rung for r in results if r.guard_ok is False))
 
     @classmethod
     def from_reference(cls, ref: LadderReference) -> "Series":
@@ -202,6 +205,9 @@ def rung_verdict(before: RungResult, after: RungResult,
             rows.append([ref.label.split(",")[0], workload(ref), f"{a:g}", f"{b:g}", f"{a / b:.2f}x", "cited"])
     notes = ["verdict: 'faster' or 'slower' only when the two rungs' fastest and slowest steps do not overlap; "
              "anything closer is 'within noise'"] + [f"{ref.label}: {ref.source}" for ref in references]
+    if before.batch != after.batch:
+        notes.insert(0, f"{before.rung} ran B={before.batch}, {after.rung} B={after.batch}: the ms are per step, "
+                        "the speed-up and verdict per token")
     return Table(header, rows, f"{before.rung} -> {after.rung}: {after.rung} is the previous rung plus one change",
                  tuple(notes))
 

@@ -29,7 +29,7 @@ from gpt2lab.config import (PRESETS, TrainConfig, choices, field_help, field_typ
 from gpt2lab.corpus import CORPORA
 from gpt2lab.data import MANIFEST, ShardLoader
 from gpt2lab.errors import RunStopped, TrainingDiverged, UserError
-from gpt2lab.knobs import build, get_rung, keep_freed_memory, matmul_precision, unsupported_reason
+from gpt2lab.knobs import build, get_rung, keep_freed_memory, matmul_precision, resolve_rung, unsupported_reason
 from gpt2lab.model import get_config
 from gpt2lab.optim import lr_at
 from gpt2lab.step import train_step
@@ -118,7 +118,7 @@ class Trainer:
         self.info = dist.init(cfg.device)
         self.echo, self.progress = echo and self.info.is_master, progress and self.info.is_master
         try:
-            knobs = get_rung(cfg.rung).knobs
+            knobs = get_rung(resolve_rung(cfg.rung, self.info.device)).knobs
         except ValueError as e:
             raise UserError(str(e)) from None
         knobs = replace(knobs, **{k: v for k, v in (("compile", cfg.compile), ("autocast", cfg.autocast)) if v is not None})
@@ -219,9 +219,12 @@ class Trainer:
         self.saved_step = self.step
 
     def _resume(self, state: dict) -> None:
-        now = asdict(self.built.raw.config)
-        if state["model_config"] != now:
-            was, this = _shape_difference(state["model_config"], now)
+        # the weights' shapes must match; attention and loss implementations are knobs, free to differ
+        shape = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd")
+        saved = {k: v for k, v in state["model_config"].items() if k in shape}
+        now = {k: v for k, v in asdict(self.built.raw.config).items() if k in shape}
+        if saved != now:
+            was, this = _shape_difference(saved, now)
             raise UserError(f"the checkpoint in {self.out} holds a model with {was}; --model {self.cfg.model} "
                             f"now builds {this}")
         self.built.raw.load_state_dict(state["model"])

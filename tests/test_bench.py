@@ -31,7 +31,7 @@ def test_cli_appends_one_json_line_per_rung(bench_only, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--rungs", "fp32,fp8"], "unknown rung 'fp8'"),
+        (["--rungs", "fp32,fp4"], "unknown rung 'fp4'"),
         (["--model", "gpt5"], "--model gpt5: unknown model"),
         (["--preset", "gpt5"], "--model gpt5: unknown model"),  # the old spelling still works
         (["--batch-size", "0"], "--batch-size: batch must be a positive integer"),

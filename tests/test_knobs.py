@@ -1,13 +1,14 @@
 """Each speed knob really takes effect, and the ladder climbs one change at a time."""
 
 import shutil
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from gpt2lab.knobs import RUNGS, Knobs, build, get_rung, matmul_precision, padded_vocab_size, unsupported_reason
+from gpt2lab.knobs import (RUNGS, SLOWER_ON, TRAINER_SAFE, Knobs, build, default_rung, fp8_filter, get_rung, matmul_precision,
+                           padded_vocab_size, unsupported_reason)
 from gpt2lab.model import get_config
 from gpt2lab.optim import fused_supported
 from gpt2lab.step import train_step
@@ -21,18 +22,99 @@ def one_step(built):
 
 
 def test_ladder_order_and_one_change_per_rung():
-    assert list(RUNGS) == ["fp32", "tf32", "bf16", "compile", "flash", "vocab50304", "fused_adamw"]
+    assert list(RUNGS) == ["fp32", "tf32", "bf16", "compile", "flash", "vocab50304", "fused_adamw",
+                           "fused_ce", "max_autotune", "batch64", "fp8"]
     assert RUNGS["fp32"].knobs == Knobs()
     names = list(RUNGS)
     for prev, cur in zip(names, names[1:]):
         changed = [f.name for f in fields(Knobs) if getattr(RUNGS[prev].knobs, f.name) != getattr(RUNGS[cur].knobs, f.name)]
+        if RUNGS[prev].batch != RUNGS[cur].batch:
+            changed.append("batch")
         assert len(changed) == 1, f"{prev} -> {cur} changes {changed}"
     assert RUNGS["fused_adamw"].knobs == Knobs("high", "bf16", True, None, "flash", True, True)
+    assert [RUNGS[n].chapter for n in names[7:]] == [14] * 4  # past the video: one chapter
+
+
+def test_new_rungs_knobs_batch_and_guards():
+    assert RUNGS["fused_ce"].knobs.loss == "chunked"
+    assert RUNGS["max_autotune"].knobs.compile_mode == "max-autotune-no-cudagraphs"
+    assert [RUNGS[n].batch for n in RUNGS] == [None] * 9 + [64, 64]  # batch64 and every rung after it
+    assert RUNGS["fp8"].knobs.fp8 and RUNGS["fp8"].batch == 64
+    bf16 = RUNGS["bf16"]
+    assert RUNGS["fp8"].guard_rtol > bf16.guard_rtol and RUNGS["fp8"].guard_atol > bf16.guard_atol
+    assert all((RUNGS[n].guard_atol, RUNGS[n].guard_rtol) == (0.02, 0.02) for n in RUNGS if n != "fp8")
+
+
+def test_fused_ce_builds_a_model_that_returns_no_logits_with_targets():
+    built = build(RUNGS["fused_ce"].knobs, CFG, "cpu", seed=0)
+    assert built.raw.config.loss == "chunked"
+    x = torch.randint(0, CFG.vocab_size, (2, 8))
+    logits, loss = built.raw(x, x)
+    assert logits is None and torch.isfinite(loss)
+    assert built.raw(x)[0].shape == (2, 8, CFG.vocab_size)
+
+
+def test_fp8_skip_reasons(monkeypatch):
+    import gpt2lab.knobs as knobs_mod
+
+    knobs = RUNGS["fp8"].knobs
+    assert "fp8 tensor cores" in unsupported_reason(replace(knobs, compile=False), "cpu")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(knobs_mod, "compile_unavailable_reason", lambda device: None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))  # an A100
+    assert "compute capability 8.0" in unsupported_reason(knobs, "cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))  # an H100
+    monkeypatch.setattr(knobs_mod, "_installed", lambda module: False)
+    assert "gpt2lab[fast]" in unsupported_reason(knobs, "cuda")
+    monkeypatch.setattr(knobs_mod, "_installed", lambda module: True)
+    assert unsupported_reason(knobs, "cuda") is None
+
+
+def test_liger_loss_is_skipped_with_the_extra_named(monkeypatch):
+    import gpt2lab.knobs as knobs_mod
+
+    liger = Knobs(loss="liger")
+    assert "NVIDIA" in unsupported_reason(liger, "cpu")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(knobs_mod, "_installed", lambda module: False)
+    assert "gpt2lab[fast]" in unsupported_reason(liger, "cuda")
+
+
+def test_fp8_converts_the_block_linears_only():
+    """The filter torchao's convert_to_float8_training is given: every block Linear, not the tied head."""
+    from gpt2lab.model import GPT
+
+    with torch.device("meta"):
+        model = GPT(get_config("cpu-small"))
+    chosen = [name for name, m in model.named_modules() if fp8_filter(m, name)]
+    linears = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    assert "lm_head" in linears and "lm_head" not in chosen
+    assert chosen == [n for n in linears if n.startswith("transformer.h.")] and len(chosen) == 4 * 4
+    assert not fp8_filter(torch.nn.Linear(24, 40), "transformer.h.0.mlp.c_fc")  # not multiples of 16
+
+
+def test_default_rung_is_the_last_supported_trainer_safe_rung(monkeypatch):
+    import gpt2lab.knobs as knobs_mod
+
+    assert set(TRAINER_SAFE) <= set(RUNGS) and "fp8" not in TRAINER_SAFE and "batch64" not in TRAINER_SAFE
+    names = list(RUNGS)
+    assert list(TRAINER_SAFE) == names[: len(TRAINER_SAFE)]  # a prefix of the ladder, in ladder order
+    expected = [n for n in TRAINER_SAFE if unsupported_reason(RUNGS[n].knobs, "cpu") is None
+                and n not in SLOWER_ON["cpu"]][-1]
+    assert default_rung("cpu") == expected
+    if shutil.which("g++") or shutil.which("c++") or shutil.which("clang++"):
+        assert default_rung("cpu") == "fused_ce"  # max_autotune runs on a CPU but was measured slower there
+    monkeypatch.setattr(knobs_mod, "compile_unavailable_reason", lambda device: "no compiler")
+    assert default_rung("cpu") == "bf16"  # without a compiler: the last rung before compile
+    monkeypatch.setattr(knobs_mod, "unsupported_reason", lambda knobs, device: "nothing runs")
+    assert default_rung("cpu") == "fp32"
 
 
 def test_unknown_rung_and_bad_knob_values():
     with pytest.raises(ValueError, match="fp32 -> tf32"):
-        get_rung("fp8")
+        get_rung("fp4")
+    with pytest.raises(ValueError, match="loss"):
+        Knobs(loss="fused")
     with pytest.raises(ValueError, match="autocast"):
         Knobs(autocast="int8")
     with pytest.raises(ValueError, match="matmul_precision"):
@@ -157,4 +239,13 @@ def test_the_registry_defines_each_rung_once_with_its_lesson():
     for name, rung in RUNGS.items():
         assert rung.name == name and rung.change and rung.why
         assert rung.guard_atol > 0 and rung.guard_rtol > 0
-    assert DEFAULT_RUNG in RUNGS and TrainConfig().rung == DEFAULT_RUNG
+    assert DEFAULT_RUNG == "auto" and TrainConfig().rung == DEFAULT_RUNG
+
+
+def test_resolve_rung():
+    from gpt2lab.knobs import resolve_rung
+
+    assert resolve_rung("auto", "cpu") == default_rung("cpu")
+    assert resolve_rung("bf16", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="unknown rung"):
+        resolve_rung("warp", "cpu")

@@ -115,3 +115,29 @@ def test_compare_calls_a_difference_only_outside_the_noise():
     assert compare(rung(100, 95, 110), rung(50, 45, 60)) == (2.0, "faster")
     assert compare(rung(50, 45, 60), rung(100, 95, 110)) == (0.5, "slower")
     assert compare(rung(100, 90, 110), rung(95, 85, 105)) == (100 / 95, "within noise")
+
+
+def test_a_rung_with_its_own_batch_is_timed_and_guarded_at_that_batch():
+    """batch64's case: the rung runs its own batch, its guard compares with fp32 at that batch (computed as
+    gradient accumulation over the ladder's micro-batch), and speed-ups are per token."""
+    from gpt2lab.knobs import Rung
+
+    big = Rung("bf16_b6", RUNGS["bf16"].knobs, "B = 6", "", 0, batch=6)
+    fp32, bf16, bf16_b6 = run_ladder(["fp32", "bf16", big], **TINY)
+    assert (fp32.batch, bf16.batch, bf16_b6.batch) == (2, 2, 6)
+    assert bf16_b6.tokens_per_s == pytest.approx(6 * 16 / (bf16_b6.ms_median / 1000))
+    assert bf16_b6.speedup == pytest.approx(bf16_b6.tokens_per_s / fp32.tokens_per_s)
+    assert bf16.ref_loss == fp32.loss and bf16_b6.ref_loss != fp32.loss  # another batch, another reference
+    assert bf16_b6.guard_ok, bf16_b6.guard
+    # the reference at batch 6: three accumulated micro-batches of 2 give the loss of one batch of 6
+    (alone,) = run_ladder([Rung("fp32_b6", RUNGS["fp32"].knobs, "", "", 0, batch=6)], **TINY)
+    assert bf16_b6.ref_loss == pytest.approx(alone.loss, abs=1e-5)
+
+
+def test_compare_is_per_token_when_batches_differ():
+    def rung(batch, median, lo, hi):
+        return RungResult(rung="x", knobs={}, config={}, preset=None, batch=batch, seq=4, steps=3, warmup=0,
+                          device="cpu", hardware={}, started="", ms_median=median, ms_min=lo, ms_max=hi)
+
+    assert compare(rung(16, 100, 95, 105), rung(64, 300, 290, 310)) == (pytest.approx(4 / 3), "faster")
+    assert compare(rung(16, 100, 95, 105), rung(64, 500, 490, 510)) == (pytest.approx(0.8), "slower")

@@ -118,3 +118,15 @@ def test_sources_table_lists_each_rung_for_each_source(ladder):
     assert list(rows)[:3] == ["fp32", "tf32", "bf16"] and "fused_adamw" in rows
     assert rows["fp32"][1:] == ["1.00x", "1.00x", "1.00x"]
     assert rows["fused_adamw"][1] == "" and rows["fused_adamw"][2] == "11.11x" and rows["fused_adamw"][3] == "10.62x"
+
+
+def test_a_rung_with_its_own_batch_is_compared_per_token(ladder):
+    from gpt2lab.report import rung_verdict
+
+    big = RungResult(**{**ladder[2].to_dict(), "rung": "batch64", "batch": 4 * ladder[2].batch,
+                        "ms_median": 2 * ladder[2].ms_median, "ms_min": 2 * ladder[2].ms_min,
+                        "ms_max": 2 * ladder[2].ms_max})
+    series = Series.from_results([*ladder, big])
+    assert series.ms["batch64"] == pytest.approx(ladder[2].ms_median / 2)  # half the time per token
+    assert "per token" in " ".join(rung_verdict(ladder[2], big).notes)
+    assert rung_verdict(ladder[2], big).rows[0][4] == "2.00x"

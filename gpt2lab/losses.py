@@ -1,0 +1,136 @@
+"""The output head and cross-entropy fused and computed in chunks: the `fused_ce` rung.
+
+GPT-2's head turns every position's hidden state into 50,304 logits. At B=64, T=1024 that is a (65,536 x 50,304)
+matrix: 6.6 GB in bf16, and cross-entropy makes a float32 copy (13 GB) plus its gradient of the same size. None of
+it is needed for long: each row only contributes its log-sum-exp and its target's logit to the loss, and
+softmax(row) - one_hot(target) to the gradient. So we walk the rows in chunks and, for each chunk, compute its
+logits, its loss and, at once, its share of the gradients of the hidden states and the head weight. Only one
+chunk's logits ever exist. The backward pass then has nothing left to do but scale the stored gradients by the
+incoming gradient (1 for a plain `loss.backward()`).
+
+Two variants, chosen by measuring peak memory and time (notebook 14 and tests/test_losses.py):
+- "forward": gradients in the forward pass (as above): 3 head matmuls per chunk, like the unfused path.
+- "recompute": the forward pass keeps only each row's log-sum-exp; backward recomputes the chunk logits.
+  4 head matmuls per chunk: slower, and no smaller, since both hold a (rows x C) and a (V x C) tensor in between.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+MAX_CHUNKS = 16  # more chunks save little more memory and unroll into a bigger graph under torch.compile
+MIN_ROWS = 256  # fewer rows make the weight-gradient matmul (V x rows @ rows x C) too thin to run efficiently
+VARIANTS = ("forward", "recompute")
+
+
+def chunk_rows(n_rows: int, n_embd: int, vocab: int, max_chunks: int = MAX_CHUNKS, min_rows: int = MIN_ROWS) -> int:
+    """Rows per chunk: enough chunks that a chunk's logits are about as big as the hidden states (V/C chunks,
+    as Liger-Kernel sizes them), at most `max_chunks` of them and at least `min_rows` rows each (or all rows).
+    GPT-2 at B=64, T=1024: 16 chunks of 4,096 rows."""
+    n_chunks = max(1, min(max_chunks, math.ceil(vocab / n_embd), n_rows))
+    return max(math.ceil(n_rows / n_chunks), min(n_rows, min_rows))
+
+
+def _chunk_loss_and_grad(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, n_rows: int,
+                         with_grad: bool):
+    """Loss sum of one chunk, its rows' log-sum-exp and (d loss_mean / d logits) of its rows, in float32."""
+    logits = h @ weight.t()
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # under autocast: a bf16 matmul, then
+    target_logit = logits.gather(1, targets[:, None]).squeeze(1)         # the float32 copy cross-entropy uses
+    if not with_grad:
+        lse = torch.logsumexp(logits, dim=-1)
+        return (lse - target_logit).sum(), lse, None
+    # one pass of exp serves both the loss and the gradient; it overwrites the logits (no autograd in here)
+    row_max = logits.amax(dim=-1)
+    probs = logits.sub_(row_max[:, None]).exp_()
+    total = probs.sum(dim=-1)
+    lse = row_max + total.log()
+    grad = probs.div_((total * n_rows)[:, None])  # softmax / n_rows
+    grad.scatter_add_(1, targets[:, None], torch.full_like(total[:, None], -1.0 / n_rows))  # minus the one-hot
+    return (lse - target_logit).sum(), lse, grad
+
+
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """mean(cross_entropy(hidden @ weight.T, targets)) without the full logits. hidden (N, C), weight (V, C)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, rows: int, variant: str, with_grad: bool):
+        n = hidden.size(0)
+        loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        ctx.variant, ctx.rows = variant, rows
+        if variant == "forward":
+            grad_h = torch.empty_like(hidden) if with_grad else None
+            grad_w = (torch.zeros_like(weight, dtype=torch.promote_types(weight.dtype, torch.float32))
+                      if with_grad else None)
+            for start in range(0, n, rows):
+                h, t = hidden[start:start + rows], targets[start:start + rows]
+                loss_sum, _, g = _chunk_loss_and_grad(h, weight, t, n, with_grad)
+                loss = loss + loss_sum
+                if with_grad:  # under autocast these matmuls run in bf16, as the unfused backward's do
+                    grad_h[start:start + rows] = g @ weight
+                    grad_w += g.t() @ h
+            ctx.save_for_backward(grad_h, grad_w.to(weight.dtype) if with_grad else None)
+        else:
+            lses = []
+            for start in range(0, n, rows):
+                loss_sum, lse, _ = _chunk_loss_and_grad(hidden[start:start + rows], weight,
+                                                        targets[start:start + rows], n, False)
+                loss = loss + loss_sum
+                lses.append(lse)
+            ctx.autocast = (torch.is_autocast_enabled(hidden.device.type), torch.get_autocast_dtype(hidden.device.type))
+            ctx.save_for_backward(hidden, weight, targets, torch.cat(lses))
+        return loss / n
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        if ctx.variant == "forward":
+            grad_h, grad_w = ctx.saved_tensors
+            return grad_h * grad_loss.to(grad_h.dtype), grad_w * grad_loss.to(grad_w.dtype), None, None, None, None
+        hidden, weight, targets, lse = ctx.saved_tensors
+        enabled, dtype = ctx.autocast
+        n, rows = hidden.size(0), ctx.rows
+        mm = dtype if enabled else hidden.dtype
+        grad_h = torch.empty_like(hidden)
+        grad_w = torch.zeros_like(weight, dtype=torch.promote_types(weight.dtype, torch.float32))
+        w = weight.to(mm)
+        for start in range(0, n, rows):
+            h, t = hidden[start:start + rows].to(mm), targets[start:start + rows]
+            g = h @ w.t()
+            g = torch.exp(g.to(torch.promote_types(g.dtype, torch.float32)) - lse[start:start + rows, None])
+            g.scatter_add_(1, t[:, None], torch.full_like(g[:, :1], -1.0))
+            g = (g * (grad_loss / n)).to(mm)
+            grad_h[start:start + rows] = g @ w
+            grad_w += g.t() @ h
+        return grad_h, grad_w.to(weight.dtype), None, None, None, None
+
+
+def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                          rows: int | None = None, variant: str = "forward") -> torch.Tensor:
+    """Mean cross-entropy of `hidden @ weight.T` against `targets`, never holding more than `rows` rows of logits.
+
+    hidden (..., C), weight (V, C), targets (...) of class indices. Equals
+    `F.cross_entropy(hidden @ weight.T, targets)` and its gradients up to float rounding.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    hidden = hidden.reshape(-1, hidden.size(-1))
+    targets = targets.reshape(-1)
+    rows = rows or chunk_rows(hidden.size(0), hidden.size(1), weight.size(0))
+    with_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    return ChunkedLinearCrossEntropy.apply(hidden, weight, targets, rows, variant, with_grad)
+
+
+def full_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The unfused path, as GPT.forward computes it: every logit at once, then cross-entropy."""
+    logits = hidden @ weight.t()
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+
+
+def liger_cross_entropy():
+    """Liger-Kernel's fused linear cross-entropy (Triton, CUDA only), from the optional `fast` extra."""
+    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+    return LigerFusedLinearCrossEntropyLoss()

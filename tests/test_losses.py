@@ -1,0 +1,105 @@
+"""The chunked head + cross-entropy computes exactly what the unfused path computes, in less memory."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gpt2lab.knobs import padded_vocab_size
+from gpt2lab.losses import VARIANTS, chunk_rows, chunked_cross_entropy, full_cross_entropy
+from gpt2lab.model import GPT, get_config
+
+
+def grads(loss_fn, *tensors):
+    tensors = [t.detach().clone().requires_grad_() for t in tensors[:2]] + list(tensors[2:])
+    loss = loss_fn(*tensors)
+    (2.5 * loss).backward()  # a non-unit incoming gradient: backward must scale, not assume 1
+    return loss.detach(), tensors[0].grad, tensors[1].grad
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("rows", [7, 64, 1000])  # ragged last chunk, several chunks, one chunk
+def test_loss_and_gradients_equal_the_unfused_path(variant, rows):
+    torch.manual_seed(0)
+    vocab = padded_vocab_size(257, multiple=64)  # 320 rows: 63 padded ones that no target uses
+    h, w = torch.randn(3, 40, 48, dtype=torch.float64), 0.3 * torch.randn(vocab, 48, dtype=torch.float64)
+    t = torch.randint(0, 257, (3, 40))
+    ref = grads(full_cross_entropy, h, w, t)
+    got = grads(lambda a, b, c: chunked_cross_entropy(a, b, c, rows=rows, variant=variant), h, w, t)
+    for r, g in zip(ref, got):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
+    assert got[2][257:].abs().max() > 0  # the padded rows get their push towards -inf too
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fp32_and_bf16_autocast_match_the_unfused_path(variant):
+    torch.manual_seed(1)
+    h, w, t = torch.randn(128, 32), 0.1 * torch.randn(512, 32), torch.randint(0, 512, (128,))
+    torch.testing.assert_close(grads(lambda a, b, c: chunked_cross_entropy(a, b, c, variant=variant), h, w, t),
+                               grads(full_cross_entropy, h, w, t), rtol=1e-5, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = grads(full_cross_entropy, h, w, t)
+        got = grads(lambda a, b, c: chunked_cross_entropy(a, b, c, variant=variant), h, w, t)
+    assert got[0].dtype == torch.float32  # the loss is taken in float32, as F.cross_entropy does under autocast
+    torch.testing.assert_close(got[0], ref[0], rtol=1e-6, atol=1e-6)  # the same bf16 logits
+    for g, r in zip(got[1:], ref[1:]):  # bf16 matmuls, summed over chunks in another order
+        assert (g - r).abs().max() <= 0.02 * r.abs().max()
+
+
+def test_gpt_chunked_loss_equals_full_for_loss_and_every_parameter_gradient():
+    """Through the whole model: hidden states, the head weight and the tied embedding get the same gradients."""
+    torch.manual_seed(0)
+    cfg = get_config("test", vocab_size=padded_vocab_size(500, 64), attn="naive")  # 512 rows, 12 padded
+    full = GPT(cfg).double()
+    chunked = GPT(cfg.__class__(**{**cfg.__dict__, "loss": "chunked"})).double()
+    chunked.load_state_dict(full.state_dict())
+    x, y = torch.randint(0, 500, (3, 32)), torch.randint(0, 500, (3, 32))
+    logits, loss_full = full(x, y)
+    none, loss_chunked = chunked(x, y)
+    assert logits.shape == (3, 32, 512) and none is None  # the fused path never forms the logits
+    loss_full.backward()
+    loss_chunked.backward()
+    torch.testing.assert_close(loss_chunked, loss_full, rtol=1e-12, atol=1e-12)
+    for (name, a), (_, b) in zip(full.named_parameters(), chunked.named_parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-10, atol=1e-12, msg=name)
+    assert chunked.transformer.wte.weight is chunked.lm_head.weight  # still tied: one gradient for both uses
+
+
+def test_without_targets_every_loss_still_gives_logits():
+    """Sampling and HellaSwag call model(idx) and need the logits, whichever loss trains the model."""
+    torch.manual_seed(0)
+    cfg = get_config("test")
+    full = GPT(cfg)
+    chunked = GPT(cfg.__class__(**{**cfg.__dict__, "loss": "chunked"}))
+    chunked.load_state_dict(full.state_dict())
+    x = torch.randint(0, cfg.vocab_size, (2, 8))
+    (a, none_a), (b, none_b) = full(x), chunked(x)
+    torch.testing.assert_close(b, a)
+    assert none_a is None and none_b is None
+    g = torch.Generator().manual_seed(3)
+    out = chunked.generate(x, 4, generator=g)
+    assert torch.equal(out, full.generate(x, 4, generator=torch.Generator().manual_seed(3)))
+
+
+def test_no_grad_computes_no_gradients():
+    h, w, t = torch.randn(64, 16), torch.randn(100, 16), torch.randint(0, 100, (64,))
+    with torch.no_grad():
+        loss = chunked_cross_entropy(h.requires_grad_(), w, t)
+    assert not loss.requires_grad
+    torch.testing.assert_close(loss, F.cross_entropy(h.detach() @ w.t(), t))
+
+
+def test_chunked_loss_under_torch_compile():
+    torch.manual_seed(0)
+    h, w, t = torch.randn(96, 32), 0.1 * torch.randn(256, 32), torch.randint(0, 256, (96,))
+    compiled = torch.compile(chunked_cross_entropy)
+    torch.testing.assert_close(grads(compiled, h, w, t), grads(full_cross_entropy, h, w, t), rtol=1e-5, atol=1e-6)
+
+
+def test_chunk_rows():
+    assert chunk_rows(65536, 768, 50304) == 4096  # GPT-2 at B=64, T=1024: 16 chunks
+    assert chunk_rows(512, 96, 50257) == 256  # cpu scale (B=4, T=128): 2 chunks, none thinner than 256 rows
+    assert chunk_rows(100, 512, 256) == 100  # a vocabulary no wider than the hidden states: one chunk
+    assert chunk_rows(5, 8, 4096) == 5  # fewer rows than the minimum: one chunk
+    assert chunk_rows(5, 8, 4096, min_rows=1) == 1  # never an empty chunk
+    with pytest.raises(ValueError, match="variant"):
+        chunked_cross_entropy(torch.randn(2, 4), torch.randn(8, 4), torch.zeros(2, dtype=torch.long), variant="x")
