@@ -30,6 +30,7 @@ from tqdm import tqdm
 from gpt2lab.download import DownloadError, cache_dir, fetch, sha256_file
 from gpt2lab.errors import UserError
 from gpt2lab.model import GPT
+from gpt2lab.stats import format_accuracy, wilson_interval
 from gpt2lab.tokenizer import get_encoding
 
 # The official validation split: rowanz/hellaswag, data/hellaswag_val.jsonl (MIT license).
@@ -45,6 +46,7 @@ GPT2_124M = {"acc": 0.2859, "acc_norm": 0.2955}
 # GPT-3 Small (125M), zero-shot: Brown et al. 2020, "Language Models are Few-Shot Learners"
 # (arXiv:2005.14165), Table H.1, HellaSwag 33.7; the upper line in the video's plot.
 GPT3_124M = {"acc_norm": 0.337}
+CHANCE = 0.25  # four endings, one right
 
 
 class HellaSwagDataError(ValueError):
@@ -253,8 +255,19 @@ class HellaSwagResult:
     def acc_norm(self) -> float:
         return self.correct_norm / self.n if self.n else float("nan")
 
+    def interval(self, norm: bool = True) -> tuple[float, float]:
+        """95% Wilson interval of acc_norm (or acc): how far the score on these n examples can be trusted."""
+        return wilson_interval(self.correct_norm if norm else self.correct, self.n)
+
+    def describe(self, norm: bool = True) -> str:
+        """`0.2955 [0.2866, 0.3045] (2967/10042), chance 0.25`: the score, its 95% interval and chance."""
+        return format_accuracy(self.correct_norm if norm else self.correct, self.n, chance=CHANCE)
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "acc": self.acc, "acc_norm": self.acc_norm}
+        out = {**asdict(self), "acc": self.acc, "acc_norm": self.acc_norm, "chance": CHANCE}
+        if self.n:
+            out |= {"acc_ci95": list(self.interval(norm=False)), "acc_norm_ci95": list(self.interval(norm=True))}
+        return out
 
 
 def evaluate(
@@ -337,11 +350,10 @@ def run(args) -> int:
     sha = sha256_file(path)
     official = sha == OFFICIAL_SHA256
     print(f"{result.n} examples from {path}{'' if official else ' (not the official file)'}, model {source}")
-    print(f"acc      {result.correct}/{result.n} = {result.acc:.4f}   (OpenAI GPT-2 124M: {GPT2_124M['acc']})")
-    print(
-        f"acc_norm {result.correct_norm}/{result.n} = {result.acc_norm:.4f}   "
-        f"(OpenAI GPT-2 124M: {GPT2_124M['acc_norm']}, GPT-3 124M: {GPT3_124M['acc_norm']})"
-    )
+    print("accuracy, its 95% Wilson interval on these examples, and chance:")
+    print(f"acc      {result.describe(norm=False)}   (OpenAI GPT-2 124M: {GPT2_124M['acc']})")
+    print(f"acc_norm {result.describe(norm=True)}   "
+          f"(OpenAI GPT-2 124M: {GPT2_124M['acc_norm']}, GPT-3 124M: {GPT3_124M['acc_norm']})")
     if args.json:
         out = {
             **result.to_dict(),
