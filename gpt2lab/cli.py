@@ -18,6 +18,7 @@ COMMANDS = {
     "train": ("gpt2lab.train", "train a GPT from a preset, on one device or many (torchrun)"),
     "bench": ("gpt2lab.bench", "time the optimization ladder (fp32 -> ... -> fused AdamW) on this hardware"),
     "hellaswag": ("gpt2lab.hellaswag", "evaluate a checkpoint or pretrained GPT-2 on HellaSwag"),
+    "sample": ("gpt2lab.sample", "generate text from a checkpoint or pretrained GPT-2 (seeded, reproducible)"),
 }
 
 
