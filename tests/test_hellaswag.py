@@ -381,3 +381,15 @@ def test_cli_main_turns_data_errors_into_exit_2(tmp_path, capsys):
     assert main(["hellaswag", "--pretrained", str(tmp_path), "--data", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gpt2lab hellaswag: error: ") and f"{bad}, line 1:" in err and "Traceback" not in err
+
+
+def test_forward_cost_counts_the_rows_score_runs(examples):
+    torch.manual_seed(0)
+    net = GPT(GPTConfig(block_size=128, vocab_size=50257, n_layer=1, n_head=2, n_embd=16)).eval()
+    subset = examples[:6]
+    cost = hellaswag.forward_cost(net, subset, batch_size=4)
+    rendered = [render(ex) for ex in subset]
+    assert cost.scored == sum(int(m[:, 1:].sum()) for _, m, _ in rendered)  # ending tokens after the first position
+    assert cost.tokens >= sum(t.numel() for t, _, _ in rendered)  # padding only adds
+    assert cost.head_flops == 2 * 50257 * 16 * cost.scored
+    assert cost.body_s > 0 and cost.head_s > 0
