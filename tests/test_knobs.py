@@ -146,3 +146,16 @@ def test_keep_freed_memory_stops_most_page_faults_on_reallocation():
     assert kept == "True"
     assert default >= 4 * 16_000  # every 64 MiB allocation maps ~16,384 fresh pages
     assert with_keep <= default / 2, (with_keep, default)
+
+
+def test_fastest_for_keeps_what_the_device_supports(monkeypatch):
+    from gpt2lab import bench
+    from gpt2lab.knobs import FASTEST, fastest_for
+
+    monkeypatch.setattr(bench, "cpu_bf16_instructions", lambda: ["avx512_bf16"])
+    knobs, notes = fastest_for("cpu", allow_compile=False)
+    assert knobs.autocast == "bf16" and not knobs.compile and knobs.attn == FASTEST.attn
+    assert notes == ["compile off: not wanted by the caller"]
+    monkeypatch.setattr(bench, "cpu_bf16_instructions", lambda: [])
+    knobs, notes = fastest_for("cpu", allow_compile=False)
+    assert knobs.autocast == "none" and notes[0] == "bf16 off: this CPU has no bf16 instructions"
