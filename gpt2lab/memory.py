@@ -5,7 +5,8 @@ parameter whatever the batch. The *activations* are what the forward pass keeps 
 they grow linearly with the micro-batch B. We do not guess them from a formula: `saved_activation_bytes`
 runs one forward pass and adds up every tensor autograd saves (each storage counted once, the weights
 left out), so the count follows the model as it is written, with its attention and autocast settings.
-Measured for one sequence, multiplied by B, it answers "does B=64, T=1024 fit on my card?".
+Measured at B=1 and B=2, the difference is what each sequence adds; multiplied by B, it answers "does
+B=64, T=1024 fit on my card?".
 
 What it leaves out: the allocator's rounding and fragmentation, temporary buffers that live only inside
 one kernel, and torch.compile, which saves fewer tensors because it recomputes cheap elementwise ops in
@@ -49,28 +50,34 @@ def saved_activation_bytes(model: torch.nn.Module, idx: torch.Tensor, targets: t
 class TrainingMemory:
     params: int
     state_bytes: int  # weights + gradients + AdamW moments: independent of the batch
-    activation_bytes_per_sequence: int  # what one sequence of `seq` tokens keeps for the backward
+    fixed_activation_bytes: int  # saved once per forward whatever B is: autocast's bf16 copies of the weights
+    activation_bytes_per_sequence: int  # what one more sequence of `seq` tokens keeps for the backward
     seq: int
     settings: str  # attention and autocast it was measured with
 
     def total_bytes(self, batch: int) -> int:
-        return self.state_bytes + batch * self.activation_bytes_per_sequence
+        return self.state_bytes + self.fixed_activation_bytes + batch * self.activation_bytes_per_sequence
 
     def largest_batch(self, budget_bytes: float) -> int:
         """The largest micro-batch whose estimate fits in `budget_bytes` (0 if not even one sequence does)."""
-        return max(0, int((budget_bytes - self.state_bytes) // self.activation_bytes_per_sequence))
+        free = budget_bytes - self.state_bytes - self.fixed_activation_bytes
+        return max(0, int(free // self.activation_bytes_per_sequence))
 
 
 def training_memory(config: GPTConfig, seq: int, autocast: str = "bf16", device: str = "cpu",
                     seed: int = 0) -> TrainingMemory:
-    """State bytes of `config` and activation bytes of one sequence of `seq` tokens, measured by running
-    one forward pass of batch 1 on `device` (GPT-2 124M at T=1024 needs about a gigabyte of RAM for it)."""
+    """State bytes of `config` and the activations of a forward pass, measured at batch 1 and batch 2 on
+    `device`: the difference is what one sequence of `seq` tokens adds, the rest is saved once per pass
+    whatever the batch (under autocast, the low-precision copies of the weights the matmuls use)."""
     if not 1 <= seq <= config.block_size:
         raise ValueError(f"seq must lie in [1, block_size={config.block_size}], got {seq}")
     torch.manual_seed(seed)
     model = GPT(config).to(device)
-    idx = torch.randint(0, config.vocab_size, (1, seq), device=device)
-    targets = torch.randint(0, config.vocab_size, (1, seq), device=device)
-    per_seq = saved_activation_bytes(model, idx, targets, autocast)
+    idx = torch.randint(0, config.vocab_size, (2, seq), device=device)
+    targets = torch.randint(0, config.vocab_size, (2, seq), device=device)
+    one = saved_activation_bytes(model, idx[:1], targets[:1], autocast)
+    two = saved_activation_bytes(model, idx, targets, autocast)
+    per_seq = two - one
     n = model.num_params()
-    return TrainingMemory(n, n * STATE_BYTES_PER_PARAM, per_seq, seq, f"attn={config.attn}, autocast={autocast}")
+    return TrainingMemory(n, n * STATE_BYTES_PER_PARAM, one - per_seq, per_seq, seq,
+                          f"attn={config.attn}, autocast={autocast}")
