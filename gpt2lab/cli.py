@@ -24,6 +24,7 @@ COMMANDS = {
     "bench": ("gpt2lab.bench", "time the optimization ladder (fp32 -> ... -> fused AdamW) on this hardware"),
     "hellaswag": ("gpt2lab.hellaswag", "evaluate a checkpoint or pretrained GPT-2 on HellaSwag"),
     "verify": ("gpt2lab.verify", "check every shard of a prepared dataset against its manifest (sha256)"),
+    "sample": ("gpt2lab.sample", "generate text from a checkpoint or pretrained GPT-2 (seeded, reproducible)"),
 }
 
 # OS errors that come from the user's machine, not from a bug: reported in one line like a UserError.

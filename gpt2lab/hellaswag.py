@@ -19,6 +19,7 @@ import contextlib
 from importlib import resources
 import json
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -30,6 +31,7 @@ from tqdm import tqdm
 from gpt2lab.download import DownloadError, cache_dir, fetch, sha256_file
 from gpt2lab.errors import UserError
 from gpt2lab.model import GPT
+from gpt2lab.stats import format_accuracy, wilson_interval
 from gpt2lab.tokenizer import get_encoding
 
 # The official validation split: rowanz/hellaswag, data/hellaswag_val.jsonl (MIT license).
@@ -45,6 +47,7 @@ GPT2_124M = {"acc": 0.2859, "acc_norm": 0.2955}
 # GPT-3 Small (125M), zero-shot: Brown et al. 2020, "Language Models are Few-Shot Learners"
 # (arXiv:2005.14165), Table H.1, HellaSwag 33.7; the upper line in the video's plot.
 GPT3_124M = {"acc_norm": 0.337}
+CHANCE = 0.25  # four endings, one right
 
 
 class HellaSwagDataError(ValueError):
@@ -239,6 +242,56 @@ def score(
     return sums, means
 
 
+@dataclass(frozen=True)
+class ForwardCost:
+    """Where scoring's forward passes spend their arithmetic and their time: the body vs the output head."""
+
+    tokens: int  # tokens through the transformer body (padding included)
+    scored: int  # positions that go through the output head (those predicting an ending token)
+    body_flops: float
+    head_flops: float
+    body_s: float
+    head_s: float
+
+
+@torch.no_grad()
+def forward_cost(model: GPT, examples: Sequence[Example], *, device: str | torch.device = "cpu",
+                 batch_size: int = 16) -> ForwardCost:
+    """Time the body (`features`) and the head (`lm_head` at ending positions) separately, as `score` runs
+    them, and count their multiply-adds: 2 FLOPs per weight per token, plus attention's two T x T products."""
+    cfg = model.config
+    block_params = sum(p.numel() for p in model.transformer.h.parameters())
+    enc = get_encoding()
+    rendered = sorted((render(ex, enc, cfg.block_size) for ex in examples), key=lambda r: r[0].size(1))
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    tokens = scored = 0
+    body_flops = head_flops = body_s = head_s = 0.0
+    for start in range(0, len(rendered), batch_size):
+        batch = rendered[start : start + batch_size]
+        L = batch[-1][0].size(1)
+        idx = torch.zeros(4 * len(batch), L, dtype=torch.long)
+        mask = torch.zeros(4 * len(batch), L, dtype=torch.bool)
+        for j, (t, m, _) in enumerate(batch):
+            idx[4 * j : 4 * j + 4, : t.size(1)] = t
+            mask[4 * j : 4 * j + 4, : m.size(1)] = m
+        idx, mask = idx.to(device), mask.to(device)
+        rows, pos = mask[:, 1:].nonzero(as_tuple=True)
+        sync()
+        t0 = time.perf_counter()
+        h = model.features(idx)
+        sync()
+        t1 = time.perf_counter()
+        model.lm_head(h[rows, pos])
+        sync()
+        t2 = time.perf_counter()
+        body_s, head_s = body_s + (t1 - t0), head_s + (t2 - t1)
+        tokens, scored = tokens + idx.numel(), scored + len(rows)
+        body_flops += 2 * block_params * idx.numel() + cfg.n_layer * 4 * idx.size(0) * L * L * cfg.n_embd
+        head_flops += 2 * cfg.vocab_size * cfg.n_embd * len(rows)
+    return ForwardCost(tokens, scored, body_flops, head_flops, body_s, head_s)
+
+
 @dataclass
 class HellaSwagResult:
     n: int
@@ -253,8 +306,19 @@ class HellaSwagResult:
     def acc_norm(self) -> float:
         return self.correct_norm / self.n if self.n else float("nan")
 
+    def interval(self, norm: bool = True) -> tuple[float, float]:
+        """95% Wilson interval of acc_norm (or acc): how far the score on these n examples can be trusted."""
+        return wilson_interval(self.correct_norm if norm else self.correct, self.n)
+
+    def describe(self, norm: bool = True) -> str:
+        """`0.2955 [0.2866, 0.3045] (2967/10042), chance 0.25`: the score, its 95% interval and chance."""
+        return format_accuracy(self.correct_norm if norm else self.correct, self.n, chance=CHANCE)
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "acc": self.acc, "acc_norm": self.acc_norm}
+        out = {**asdict(self), "acc": self.acc, "acc_norm": self.acc_norm, "chance": CHANCE}
+        if self.n:
+            out |= {"acc_ci95": list(self.interval(norm=False)), "acc_norm_ci95": list(self.interval(norm=True))}
+        return out
 
 
 def evaluate(
@@ -363,11 +427,10 @@ def run(args) -> int:
     sha = sha256_file(path)
     official = sha == OFFICIAL_SHA256
     print(f"{result.n} examples from {path}{'' if official else ' (not the official file)'}, model {source}")
-    print(f"acc      {result.correct}/{result.n} = {result.acc:.4f}   (OpenAI GPT-2 124M: {GPT2_124M['acc']})")
-    print(
-        f"acc_norm {result.correct_norm}/{result.n} = {result.acc_norm:.4f}   "
-        f"(OpenAI GPT-2 124M: {GPT2_124M['acc_norm']}, GPT-3 Small: {GPT3_124M['acc_norm']})"
-    )
+    print("accuracy, its 95% Wilson interval on these examples, and chance:")
+    print(f"acc      {result.describe(norm=False)}   (OpenAI GPT-2 124M: {GPT2_124M['acc']})")
+    print(f"acc_norm {result.describe(norm=True)}   "
+          f"(OpenAI GPT-2 124M: {GPT2_124M['acc_norm']}, GPT-3 Small: {GPT3_124M['acc_norm']})")
     if args.json:
         out = {
             **result.to_dict(),

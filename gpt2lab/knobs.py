@@ -310,3 +310,22 @@ def build(
         model = DDP(model, device_ids=[ddp_local_rank] if device.type == "cuda" else None)
     scaler = torch.amp.GradScaler(device.type) if knobs.autocast == "fp16" else None
     return Built(knobs, raw, model, optimizer, report, device, scaler)
+
+
+def fastest_for(device: torch.device | str, allow_compile: bool = True) -> tuple[Knobs, list[str]]:
+    """The trainer's default rung for this device (`default_rung`) with each knob this device cannot use well
+    (or, for compile, that the caller rules out) turned off, plus one note per knob turned off saying why."""
+    from gpt2lab.hardware import cpu_bf16_instructions
+
+    device = torch.device(device)
+    knobs, notes = RUNGS[default_rung(device)].knobs, []
+    if knobs.autocast == "bf16":
+        if device.type == "cpu" and cpu_bf16_instructions() == []:
+            knobs, notes = replace(knobs, autocast="none"), notes + ["bf16 off: this CPU has no bf16 instructions"]
+        elif device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            knobs, notes = replace(knobs, autocast="none"), notes + ["bf16 off: this GPU has no bf16 support"]
+    if knobs.compile:
+        reason = compile_unavailable_reason(device) or (None if allow_compile else "not wanted by the caller")
+        if reason:
+            knobs, notes = replace(knobs, compile=False), notes + [f"compile off: {reason}"]
+    return knobs, notes

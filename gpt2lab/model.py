@@ -57,6 +57,7 @@ PRESETS: dict[str, GPTConfig] = {
     "gpt2-large": GPTConfig(n_layer=36, n_head=20, n_embd=1280),  # 774M
     "gpt2-xl": GPTConfig(n_layer=48, n_head=25, n_embd=1600),  # 1558M
     "cpu-small": GPTConfig(block_size=256, n_layer=4, n_head=4, n_embd=96),
+    "cpu-shakespeare": GPTConfig(block_size=256, n_layer=4, n_head=4, n_embd=128),  # cpu-tiny-shakespeare's model
     "cpu-tiny": GPTConfig(block_size=128, n_layer=2, n_head=2, n_embd=64),
     "test": GPTConfig(block_size=32, vocab_size=512, n_layer=2, n_head=2, n_embd=32),
 }

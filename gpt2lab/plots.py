@@ -35,3 +35,23 @@ def plot_losses(out_dir, baseline: float | None = None, title: str = "training r
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def run_table(out_dir) -> str:
+    """A compact text table of a run: one row per validation (taken before that step trains), with the train
+    loss, gradient norm and step time averaged over the steps since the previous validation.
+
+    Easier to read on a page than the trainer's line per step (which `log.jsonl` keeps in full)."""
+    train, val = read_log(out_dir, "train"), read_log(out_dir, "val")
+    rows = [f"{'step':>6} {'train loss':>10} {'val loss':>9} {'lr':>9} {'grad norm':>9} {'ms/step':>8}"]
+    start = 0
+    for v in val:
+        window = [r for r in train if start <= r["step"] < v["step"]]
+        start = v["step"]
+        if not window:
+            rows.append(f"{v['step']:>6} {'-':>10} {v['val_loss']:>9.4f}")
+            continue
+        mean = lambda key: sum(r[key] for r in window) / len(window)  # noqa: E731
+        rows.append(f"{v['step']:>6} {mean('loss'):>10.4f} {v['val_loss']:>9.4f} {window[-1]['lr']:>9.2e} "
+                    f"{mean('grad_norm'):>9.3f} {mean('ms'):>8.1f}")
+    return "\n".join(rows)

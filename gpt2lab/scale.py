@@ -58,4 +58,14 @@ def pick_scale(env: dict | None = None) -> Scale:
         scale, reason = SCALES["cpu"], "no CUDA device found"
     if scale.device == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"scale {scale.name!r} needs a CUDA device and none was found")
-    return Scale(**{**scale.__dict__, "reason": reason})
+    overrides = dict(scale.train_overrides)
+    if scale.name == "cpu" and _cpu_lacks_bf16():  # the cpu preset trains in bf16 where the CPU has bf16 units
+        overrides["autocast"] = "none"
+        reason += "; no bf16 instructions, so training in fp32"
+    return Scale(**{**scale.__dict__, "reason": reason, "train_overrides": overrides})
+
+
+def _cpu_lacks_bf16() -> bool:
+    from gpt2lab.hardware import cpu_bf16_instructions
+
+    return cpu_bf16_instructions() == []

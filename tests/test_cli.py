@@ -11,7 +11,7 @@ def test_help_lists_every_command(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert all(name in out for name in ("prepare", "train", "bench", "hellaswag", "verify")) and len(COMMANDS) == 5
+    assert all(name in out for name in ("prepare", "train", "bench", "hellaswag", "verify", "sample")) and len(COMMANDS) == 6
 
 
 def test_unknown_or_missing_command_exits_2(capsys):

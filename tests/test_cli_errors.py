@@ -155,6 +155,13 @@ CASES = [
     case("bench", "--json", "a_file/x.jsonl", expect=("--json a_file/x.jsonl", "not a folder")),
     case("bench", "--plot", "x.badext", expect=("--plot x.badext", "unknown image format")),
     case("bench", "--plot", "a_file/p.png", expect=("--plot a_file/p.png", "not a folder")),
+    # sample
+    case("sample", "--checkpoint", "nowhere", expect=("--checkpoint", "nowhere")),
+    case("sample", "--checkpoint", "run.json", expect=("run.json",)),
+    case("sample", "--checkpoint", "latest.pt", "--tokens", "0", expect=("--tokens", "0")),
+    case("sample", "--checkpoint", "latest.pt", "--temperature", "nan", expect=("--temperature", "nan")),
+    case("sample", "--checkpoint", "latest.pt", "--device", "cuda", expect=("--device cuda",), marks=NO_CUDA),
+    case("sample", "--tokens", "5", expect=("--checkpoint", "--pretrained"), id="sample without a model"),
     # verify
     case("verify", "nowhere", expect=("nowhere",)),
     case("verify", "empty_dir", expect=("empty_dir",)),

@@ -21,6 +21,7 @@ from gpt2lab.download import ChecksumError, DownloadError, sha256_file
 from gpt2lab.errors import UserError
 from gpt2lab.hellaswag import Example, HellaSwagDataError, evaluate, load_examples, render, score
 from gpt2lab.model import GPT, GPTConfig
+from gpt2lab.stats import wilson_interval
 from gpt2lab.tokenizer import encode
 
 FIXTURE = hellaswag.sample_path()
@@ -215,7 +216,15 @@ def test_no_examples(model):
 
 def test_result_dict():
     r = hellaswag.HellaSwagResult(n=8, correct=2, correct_norm=3)
-    assert r.to_dict() == {"n": 8, "correct": 2, "correct_norm": 3, "acc": 0.25, "acc_norm": 0.375}
+    d = r.to_dict()
+    assert {k: d[k] for k in ("n", "correct", "correct_norm", "acc", "acc_norm", "chance")} == {
+        "n": 8, "correct": 2, "correct_norm": 3, "acc": 0.25, "acc_norm": 0.375, "chance": 0.25}
+    assert d["acc_ci95"] == list(wilson_interval(2, 8)) and d["acc_norm_ci95"] == list(wilson_interval(3, 8))
+    assert r.describe() == "0.3750 [0.1368, 0.6943] (3/8), chance 0.25"  # Wilson 3/8, computed by hand
+
+
+def test_no_interval_without_examples():
+    assert "acc_norm_ci95" not in hellaswag.HellaSwagResult(n=0, correct=0, correct_norm=0).to_dict()
 
 
 def test_losses_match_transformers_logits(tmp_path, examples, no_network):
@@ -321,10 +330,12 @@ def test_cli_checkpoint_to_json(tmp_path, model, examples, reference, capsys, no
     assert hellaswag.run(parse(*argv)) == 0
     printed = capsys.readouterr().out
     expected = counts(reference, examples[:12])
-    assert f"acc_norm {expected.correct_norm}/12 = {expected.acc_norm:.4f}" in printed
+    lo, hi = wilson_interval(expected.correct_norm, 12)
+    assert f"acc_norm {expected.acc_norm:.4f} [{lo:.4f}, {hi:.4f}] ({expected.correct_norm}/12), chance 0.25" in printed
     assert "not the official file" in printed
     data = json.loads(out.read_text())
-    assert {k: data[k] for k in ("n", "correct", "correct_norm", "acc", "acc_norm")} == expected.to_dict()
+    assert {k: data[k] for k in expected.to_dict()} == expected.to_dict()
+    assert data["chance"] == 0.25 and data["acc_norm_ci95"] == [lo, hi]
     assert data["model"] == f"checkpoint:{ckpt}" and data["data"] == str(FIXTURE)
     assert data["data_sha256"] == hashlib.sha256(FIXTURE.read_bytes()).hexdigest() and not data["official_data"]
     assert data["reference"]["gpt2_124m"] == {"acc": 0.2859, "acc_norm": 0.2955}
@@ -370,3 +381,15 @@ def test_cli_main_turns_data_errors_into_exit_2(tmp_path, capsys):
     assert main(["hellaswag", "--pretrained", str(tmp_path), "--data", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gpt2lab hellaswag: error: ") and f"{bad}, line 1:" in err and "Traceback" not in err
+
+
+def test_forward_cost_counts_the_rows_score_runs(examples):
+    torch.manual_seed(0)
+    net = GPT(GPTConfig(block_size=128, vocab_size=50257, n_layer=1, n_head=2, n_embd=16)).eval()
+    subset = examples[:6]
+    cost = hellaswag.forward_cost(net, subset, batch_size=4)
+    rendered = [render(ex) for ex in subset]
+    assert cost.scored == sum(int(m[:, 1:].sum()) for _, m, _ in rendered)  # ending tokens after the first position
+    assert cost.tokens >= sum(t.numel() for t, _, _ in rendered)  # padding only adds
+    assert cost.head_flops == 2 * 50257 * 16 * cost.scored
+    assert cost.body_s > 0 and cost.head_s > 0

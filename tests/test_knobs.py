@@ -249,3 +249,18 @@ def test_resolve_rung():
     assert resolve_rung("bf16", "cpu") == "bf16"
     with pytest.raises(ValueError, match="unknown rung"):
         resolve_rung("warp", "cpu")
+
+
+def test_fastest_for_keeps_what_the_device_supports(monkeypatch):
+    from gpt2lab import hardware as bench
+    from gpt2lab.knobs import fastest_for
+
+    FASTEST = RUNGS[default_rung("cpu")].knobs
+
+    monkeypatch.setattr(bench, "cpu_bf16_instructions", lambda: ["avx512_bf16"])
+    knobs, notes = fastest_for("cpu", allow_compile=False)
+    assert knobs.autocast == "bf16" and not knobs.compile and knobs.attn == FASTEST.attn
+    assert notes == ["compile off: not wanted by the caller"]
+    monkeypatch.setattr(bench, "cpu_bf16_instructions", lambda: [])
+    knobs, notes = fastest_for("cpu", allow_compile=False)
+    assert knobs.autocast == "none" and notes[0] == "bf16 off: this CPU has no bf16 instructions"

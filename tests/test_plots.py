@@ -6,7 +6,7 @@ import numpy as np  # noqa: E402
 
 from gpt2lab.config import get_preset  # noqa: E402
 from gpt2lab.optim import lr_at  # noqa: E402
-from gpt2lab.plots import plot_losses, plot_schedule  # noqa: E402
+from gpt2lab.plots import plot_losses, plot_schedule, run_table  # noqa: E402
 
 
 def test_schedule_plot_shows_the_schedule():
@@ -28,3 +28,15 @@ def test_loss_plot_reads_the_log(tmp_path):
     train, val, base = fig.axes[0].lines
     assert list(train.get_ydata()) == [9.0, 8.0] and list(val.get_ydata()) == [9.5]
     assert list(base.get_ydata()) == [7.0, 7.0]
+
+
+def test_run_table_has_one_row_per_validation(tmp_path):
+    lines = ['{"type": "val", "step": 0, "val_loss": 10.0}']
+    for step in range(4):
+        lines.append(f'{{"type": "train", "step": {step}, "loss": {8 - step}, "lr": 0.1, "grad_norm": 2.0, "ms": 10.0}}')
+    lines.append('{"type": "val", "step": 4, "val_loss": 6.5}')
+    (tmp_path / "log.jsonl").write_text("\n".join(lines) + "\n")
+    header, first, second = run_table(tmp_path).splitlines()
+    assert header.split() == ["step", "train", "loss", "val", "loss", "lr", "grad", "norm", "ms/step"]
+    assert first.split() == ["0", "-", "10.0000"]
+    assert second.split() == ["4", "6.5000", "6.5000", "1.00e-01", "2.000", "10.0"]  # mean of 8, 7, 6, 5

@@ -1,0 +1,28 @@
+import torch
+
+from gpt2lab.model import GPTConfig
+from gpt2lab.optim import OptimConfig
+from gpt2lab.recipe import overfit_one_batch, short_run
+
+CFG = GPTConfig(block_size=32, vocab_size=64, n_layer=2, n_head=2, n_embd=32)
+
+
+def test_one_batch_is_memorized():
+    torch.manual_seed(0)
+    x = torch.randint(0, 64, (4, 16))
+    y = torch.roll(x, -1, dims=1)
+    run = overfit_one_batch(CFG, x, y, steps=150, lr=3e-3)
+    assert run.loss[0] > 3.5 and run.loss[-1] < 0.1 and set(run.lr) == {3e-3}
+
+
+def test_short_run_follows_the_schedule_and_is_seeded():
+    torch.manual_seed(0)
+    data = torch.randint(0, 64, (8, 4, 17))
+    batches = lambda: iter((d[:, :-1], d[:, 1:]) for d in data)  # noqa: E731
+    optim = OptimConfig(max_lr=1e-3, warmup_steps=3, max_steps=8)
+    runs = []
+    for _ in range(2):
+        it = batches()
+        runs.append(short_run(CFG, lambda: next(it), 8, optim, seed=5))
+    assert runs[0].loss == runs[1].loss and runs[0].grad_norm == runs[1].grad_norm
+    assert runs[0].lr[:3] == [1e-3 / 3, 2e-3 / 3, 1e-3] and runs[0].lr[-1] < 1e-3
