@@ -81,3 +81,15 @@ def hub_unreachable(timeout: float = 2.0) -> str | None:
     from gpt2lab.download import unreachable
 
     return unreachable(os.environ.get("HF_ENDPOINT") or "https://huggingface.co", timeout=timeout)
+
+
+def checkpoint_input(path, option: str = "--checkpoint") -> None:
+    """A checkpoint file, or a run folder holding one: checked before any model is built."""
+    from gpt2lab import checkpoint
+
+    p = Path(path)
+    if p.is_dir():
+        if checkpoint.latest(p) is None:
+            raise UserError(f"{option} {path}: the folder holds no checkpoint")
+    else:
+        input_file(p, option)

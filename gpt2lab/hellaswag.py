@@ -387,7 +387,7 @@ def add_arguments(parser) -> None:
 def check_inputs(args) -> None:
     """Everything checked before a model is loaded, so a bad --json fails now, not after the evaluation."""
     from gpt2lab import checkpoint, dist
-    from gpt2lab.checks import input_file, output_file
+    from gpt2lab.checks import checkpoint_input, input_file, output_file
 
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be >= 1, got {args.limit}")
@@ -401,11 +401,7 @@ def check_inputs(args) -> None:
     if args.data:
         input_file(args.data, "--data")
     if args.checkpoint:
-        ckpt = Path(args.checkpoint)
-        if ckpt.is_dir() and checkpoint.latest(ckpt) is None:
-            raise UserError(f"--checkpoint {ckpt}: the folder holds no checkpoint")
-        if not ckpt.is_dir():
-            input_file(ckpt, "--checkpoint")
+        checkpoint_input(args.checkpoint, "--checkpoint")
 
 
 def run(args) -> int:

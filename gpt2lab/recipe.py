@@ -27,7 +27,7 @@ class ShortRun:
 def short_run(model_config: GPTConfig, next_batch: Callable, steps: int, optim: OptimConfig,
               knobs: Knobs | None = None, device: str = "cpu", seed: int = 0) -> ShortRun:
     """`steps` optimizer steps with `optim`'s schedule, clipping and weight decay; per-step loss and norm."""
-    knobs = knobs or get_rung("fp32")
+    knobs = knobs or get_rung("fp32").knobs
     built = build(knobs, model_config, device, optim, seed=seed)
     out = ShortRun()
     for step in range(steps):

@@ -109,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         raise UserError(f"--device {args.device}: {problem}")
     if args.checkpoint is not None:
+        from gpt2lab.checks import checkpoint_input
+
+        checkpoint_input(args.checkpoint, "--checkpoint")
         model, source = load_checkpoint_model(args.checkpoint), f"checkpoint {Path(args.checkpoint)}"
     else:
         model, source = load_pretrained_model(args.pretrained), f"pretrained {args.pretrained}"

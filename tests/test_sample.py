@@ -29,7 +29,7 @@ def test_same_seed_same_text_other_seed_other_text(model):
 
 
 def test_checkpoint_round_trip(model, tmp_path):
-    checkpoint.save({"model": model.state_dict(), "model_config": asdict(CFG), "step": 5}, tmp_path / checkpoint.LATEST)
+    checkpoint.save({"model": model.state_dict(), "model_config": asdict(CFG), "step": 5}, tmp_path)
     loaded = load_checkpoint_model(tmp_path)  # the run folder, as `--checkpoint RUN` passes it
     assert sample(loaded, "Hi", tokens=10, seed=0) == sample(model, "Hi", tokens=10, seed=0)
 
@@ -39,13 +39,13 @@ def test_compiled_and_ddp_prefixes_load(model, tmp_path):
     assert all(k.startswith("_orig_mod.") for k in compiled_keys)
     wrapped = {"module." + k: v for k, v in compiled_keys.items()}
     assert unwrap_state_dict(wrapped).keys() == model.state_dict().keys()
-    checkpoint.save({"model": compiled_keys, "model_config": asdict(CFG)}, tmp_path / "c.pt")
+    torch.save({"model": compiled_keys, "model_config": asdict(CFG)}, tmp_path / "c.pt")  # a checkpoint file
     loaded = load_checkpoint_model(tmp_path / "c.pt")
     assert sample(loaded, "Hi", tokens=8, seed=1) == sample(model, "Hi", tokens=8, seed=1)
 
 
 def test_not_a_model_checkpoint_is_one_clear_error(tmp_path):
-    checkpoint.save({"model": {}, "model_config": asdict(CFG)}, tmp_path / "empty.pt")
+    torch.save({"model": {}, "model_config": asdict(CFG)}, tmp_path / "empty.pt")
     with pytest.raises(UserError, match="--checkpoint .*empty.pt: not a gpt2lab model checkpoint"):
         load_checkpoint_model(tmp_path / "empty.pt")
 
@@ -59,7 +59,7 @@ def test_cut_utf8_is_shown_as_bytes_not_replacement_chars():
 
 
 def test_cli_prints_seeded_samples(model, tmp_path, capsys):
-    checkpoint.save({"model": model.state_dict(), "model_config": asdict(CFG)}, tmp_path / checkpoint.LATEST)
+    checkpoint.save({"model": model.state_dict(), "model_config": asdict(CFG), "step": 5}, tmp_path)
     argv = ["sample", "--checkpoint", str(tmp_path), "--prompt", "ROMEO:", "--tokens", "6", "--seed", "7",
             "--num-samples", "2"]
     assert main(argv) == 0
@@ -77,7 +77,7 @@ def test_cli_prints_seeded_samples(model, tmp_path, capsys):
     (["--device", "nonsense"], "--device nonsense: "),
 ])
 def test_cli_user_errors(model, tmp_path, capsys, extra, message):
-    checkpoint.save({"model": model.state_dict(), "model_config": asdict(CFG)}, tmp_path / checkpoint.LATEST)
+    checkpoint.save({"model": model.state_dict(), "model_config": asdict(CFG), "step": 5}, tmp_path)
     assert main(["sample", "--checkpoint", str(tmp_path), *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gpt2lab sample: error: ") and message in err and err.count("\n") == 1
@@ -85,6 +85,6 @@ def test_cli_user_errors(model, tmp_path, capsys, extra, message):
 
 def test_cli_missing_sources(tmp_path, capsys):
     assert main(["sample", "--checkpoint", str(tmp_path / "nowhere")]) == 2
-    assert "no checkpoint at" in capsys.readouterr().err
+    assert "--checkpoint" in (err := capsys.readouterr().err) and "nowhere: no such file" in err
     assert main(["sample", "--pretrained", str(tmp_path / "nowhere")]) == 2
     assert "--pretrained" in capsys.readouterr().err
