@@ -7,10 +7,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
+from gpt2lab.checks import output_file
 from gpt2lab.errors import UserError
 from gpt2lab.hardware import resolve_device
 from gpt2lab.knobs import RUNGS
@@ -48,20 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_output(path: str, option: str, suffixes: set[str] | None = None) -> None:
-    """Fail before a minutes-long run, not after it: the folder must be writable, the path not a folder."""
+    """Fail before a minutes-long run, not after it: a known image format where one is needed, and a file
+    that can be written (`gpt2lab.checks.output_file`)."""
     p = Path(path)
     if suffixes is not None and p.suffix.lower().lstrip(".") not in suffixes:
         raise UserError(f"{option} {path}: unknown image format {p.suffix or '(none)'!r}; "
                         f"use one of {', '.join('.' + s for s in sorted(suffixes))}")
-    if p.is_dir():
-        raise UserError(f"{option} {path}: is a folder; give a file name")
-    parent = p.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UserError(f"{option} {path}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
-        raise UserError(f"{option} {path}: cannot write there (permission denied)")
+    output_file(p, option)
 
 
 def _image_formats() -> set[str]:

@@ -42,7 +42,7 @@ def test_cli_appends_one_json_line_per_rung(bench_only, tmp_path, capsys):
         (["--peak-tflops", "0"], "--peak-tflops: peak TFLOP/s must be positive"),
         (["--peak-tflops", "nan"], "--peak-tflops: peak TFLOP/s must be positive"),
         (["--device", "tpu9"], "--device tpu9: unknown device"),
-        (["--json", "{file}/ladder.jsonl"], "is not a folder"),
+        (["--json", "{file}/ladder.jsonl"], "not a folder"),
         (["--json", "{dir}"], "is a folder"),
         (["--plot", "{dir}/ladder.badext"], "unknown image format '.badext'"),
     ],
