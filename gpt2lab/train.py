@@ -32,6 +32,7 @@ from gpt2lab.errors import RunStopped, TrainingDiverged, UserError
 from gpt2lab.knobs import build, get_rung, keep_freed_memory, matmul_precision, resolve_rung, unsupported_reason
 from gpt2lab.model import get_config
 from gpt2lab.optim import lr_at
+from gpt2lab.stats import format_accuracy
 from gpt2lab.step import train_step
 from gpt2lab.tokenizer import VOCAB_SIZE, decode, encode
 
@@ -314,7 +315,8 @@ class Trainer:
         if self._due(cfg.hellaswag_every, last):
             h = self.hellaswag()
             self.log({"type": "hellaswag", "step": self.step, **h},
-                     f"step {self.step:5d} | hellaswag acc_norm {h['acc_norm']:.4f} ({h['correct_norm']}/{h['n']})")
+                     f"step {self.step:5d} | hellaswag acc_norm "
+                     f"{format_accuracy(h['correct_norm'], h['n'], chance=0.25)} (95% interval)")
         if self.info.is_master and self.step > 0 and self._due(cfg.sample_every, last):
             texts = self.samples()
             self.log({"type": "sample", "step": self.step, "text": texts}, "\n".join(f"sample: {t!r}" for t in texts))

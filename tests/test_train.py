@@ -266,15 +266,19 @@ def test_two_node_launch_on_loopback(shakespeare, tmp_path):
     assert json.loads((tmp_path / "run" / "run.json").read_text())["world_size"] == 2
 
 
-def test_hellaswag_is_logged_at_eval_steps(shakespeare, tmp_path):
+def test_hellaswag_is_logged_at_eval_steps(shakespeare, tmp_path, capsys):
     from gpt2lab import hellaswag
 
     cfg = tiny(shakespeare, max_steps=4, hellaswag_every=2, hellaswag_limit=8,
                hellaswag_data=str(hellaswag.sample_path()), val_every=0, sample_every=0)
-    train(cfg, tmp_path, progress=False, echo=False)
+    train(cfg, tmp_path, progress=False, echo=True)
     logged = read_log(tmp_path, "hellaswag")
     assert [r["step"] for r in logged] == [0, 2, 3]
     assert all(r["n"] == 8 and 0 <= r["correct_norm"] <= 8 and r["acc_norm"] == r["correct_norm"] / 8 for r in logged)
+    from gpt2lab.stats import format_accuracy
+
+    printed = capsys.readouterr().out  # the console line carries the 95% interval and the chance level
+    assert f"hellaswag acc_norm {format_accuracy(logged[0]['correct_norm'], 8, chance=0.25)}" in printed
 
 
 def short_args(data, out, *extra):
