@@ -101,7 +101,13 @@ def append_jsonl(path: str | os.PathLike, results: list[RungResult]) -> None:
 def load_jsonl(path: str | os.PathLike) -> list[RungResult]:
     """Every rung of every run in a results file; `runs()` groups them."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [RungResult.from_dict(json.loads(line)) for line in lines if line.strip()]
+    results = [RungResult.from_dict(json.loads(line)) for line in lines if line.strip()]
+    for r in results:  # files written before the one-yardstick MFU column: derive it from what they recorded
+        if r.mfu_best is None and r.tokens_per_s and r.flops_per_token and r.hardware.get("device") == "cuda":
+            best = best_peak_flops(r.hardware["device_name"])
+            if best:
+                r.best_peak_tflops, r.mfu_best = best / 1e12, mfu(r.tokens_per_s, r.flops_per_token, best)
+    return results
 
 
 def runs(results: list[RungResult]) -> list[list[RungResult]]:
