@@ -115,10 +115,12 @@ def sdpa_ops(device: torch.device | str, dtype: torch.dtype = torch.float32, seq
     """Names of the attention ops and kernels one causal SDPA call (forward + backward) ran here, from the profiler."""
     from torch.profiler import ProfilerActivity, profile
 
+    from gpt2lab.timing import quiet_stderr
+
     device = torch.device(device)
     q, k, v = (torch.randn(1, heads, seq, head_dim, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
+    with quiet_stderr(), profile(activities=activities) as prof:
         sdpa_attention(q, k, v).sum().backward()
         if device.type == "cuda":
             torch.cuda.synchronize(device)

@@ -90,9 +90,11 @@ def launched_kernels(fn: Callable[[], object], device: torch.device | str) -> li
     """
     from torch.profiler import ProfilerActivity, profile
 
+    from gpt2lab.timing import quiet_stderr
+
     device = torch.device(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
+    with quiet_stderr(), profile(activities=activities) as prof:
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize(device)

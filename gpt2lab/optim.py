@@ -99,34 +99,15 @@ class OptimizerStepCost:
     counted: str  # what `operations` counts
 
 
-def _quiet_fd2():
-    """Silence C++ writes to stderr (the profiler's start/stop lines) for the duration."""
-    import contextlib
-    import os
-    import sys
-
-    @contextlib.contextmanager
-    def quiet():
-        sys.stderr.flush()
-        saved = os.dup(2)
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-    return quiet()
-
-
 def count_operations(fn, device: torch.device) -> tuple[int, str]:
     """How many operations one call of `fn` issues: CUDA kernels launched on a GPU, otherwise top-level aten
     operations (each of which is at least one pass over its tensors' memory on a CPU)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with _quiet_fd2(), profile(activities=activities) as prof:
+    from gpt2lab.timing import quiet_stderr
+
+    with quiet_stderr(), profile(activities=activities) as prof:
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize(device)

@@ -161,3 +161,19 @@ def peak_memory(device: torch.device | str):
 def load_average() -> float | None:
     """1-minute load average: above the core count, other processes were competing for the CPU."""
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silence writes to file descriptor 2 for the duration: the profiler's C++ start/stop lines, which a
+    notebook would otherwise show as stderr output under every profiled cell."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -44,3 +44,14 @@ def test_peak_memory_sees_a_block_allocation_and_not_what_came_before():
         torch.ones(16)
     if small.kind == "process peak RSS during the block":
         assert small.step_mb < 60, small  # the earlier 128 MiB block does not count here
+
+
+def test_quiet_stderr_silences_file_descriptor_2(capfd):
+    import os
+
+    from gpt2lab.timing import quiet_stderr
+
+    with quiet_stderr():
+        os.write(2, b"from C++\n")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"
