@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help=f"timed steps per rung (default: {both('steps')})")
     parser.add_argument("--warmup", type=int,
                         help=f"untimed warm-up steps per rung, compilation included (default: {both('warmup')})")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
+    parser.add_argument("--device",
+                        help="auto, cpu, cuda, cuda:N or mps (default: auto, which picks cuda, then mps, then cpu)")
     parser.add_argument("--peak-tflops", type=float, metavar="TFLOPS",
                         help="peak TFLOP/s for MFU on hardware without a datasheet figure here (e.g. a CPU)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="initial weights, the same for every rung")

@@ -20,23 +20,14 @@ from gpt2lab.errors import UserError
 
 
 def resolve_device(name: str | None, option: str = "--device") -> torch.device:
-    """`name` as a usable torch.device (None: cuda if available, else cpu), or a UserError naming the flag."""
-    if name is None or name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"{option} {name}: unknown device; use cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"{option} {name}: CUDA is not available here (torch {torch.__version__})")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"{option} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"{option} {name}: MPS is not available here")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"{option} {name}: unsupported device type; use cpu, cuda, cuda:N or mps")
-    return device
+    """`name` as a usable torch.device (None or "auto": cuda, then mps, then cpu), or a UserError naming the
+    flag. The same rules as every other command (`gpt2lab.dist.device_problem`)."""
+    from gpt2lab.dist import device_problem, pick_device
+
+    problem = device_problem(name or "auto")
+    if problem:
+        raise UserError(f"{option} {name}: {problem}")
+    return pick_device(name or "auto")
 
 
 # ----------------------------------------------------------------------------------------------- the record

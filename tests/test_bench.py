@@ -87,6 +87,6 @@ def test_cli_warns_when_steps_spread_widely(bench_only, monkeypatch, capsys):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cli_cuda_without_a_gpu(bench_only, capsys):
     assert cli.main(["bench", "--device", "cuda"]) == 2
-    assert "CUDA is not available" in capsys.readouterr().err
+    assert "--device cuda: there is no CUDA device here" in capsys.readouterr().err
 
 

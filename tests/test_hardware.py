@@ -53,7 +53,7 @@ def test_best_peak_and_bandwidth_lookup():
     assert hardware.peak_bandwidth("NVIDIA A100-SXM4-40GB") == 1.555e12
 
 
-@pytest.mark.parametrize("name, message", [("tpu9", "unknown device"), ("cuda:7", "CUDA"), ("meta", "unsupported")])
+@pytest.mark.parametrize("name, message", [("tpu9", "unknown device"), ("cuda:7", "CUDA"), ("meta", "runs on cpu, cuda or mps")])
 def test_resolve_device_errors_name_the_flag(name, message):
     from gpt2lab.errors import UserError
 
