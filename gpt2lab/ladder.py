@@ -243,36 +243,18 @@ def time_rung(rung: Rung | Knobs, config: GPTConfig, batch_xy, steps: int, warmu
         # the same batch every step: time compute, not loading
         step = functools.partial(train_step, built, lambda: next(cycle), grad_accum=len(pieces))
         try:
-            for _ in range(warmup):  # warm up outside the memory probe: compilation is not a step's memory
-                step()
-                if on_step:
-                    on_step()
+            # warm up outside the memory probe (compilation is not a step's memory), timed: the first warm-up
+            # step includes torch.compile's compilation
+            warm = measure(step, device, steps=warmup, warmup=0, on_call=on_step) if warmup else None
             with peak_memory(device) as mem:
                 m = measure(step, device, steps=steps, warmup=0, on_call=on_step)
             return dict(step_ms=m.times_ms, peak_mem_mb=mem.peak_mb, step_mem_mb=mem.step_mb, mem_kind=mem.kind,
-                        load_avg=load_average(), loss=m.last.loss.item())
+                        load_avg=load_average(), loss=m.last.loss.item(),
+                        first_step_s=warm.times_ms[0] / 1000 if warm else None,
+                        warmup_s=sum(warm.times_ms) / 1000 if warm else None)
         finally:
             del built, step
             free_memory(device)
-
-
-def _timed_warmup(rung, config, batch_xy, steps, warmup, device, weights, seed, bar, micro=None):
-    """time_rung, plus how long the first warm-up step and all warm-up steps took."""
-    import time
-
-    clock = {"t0": time.perf_counter(), "first": None, "calls": 0}
-
-    def tick():
-        clock["calls"] += 1
-        if clock["calls"] == 1:
-            clock["first"] = time.perf_counter() - clock["t0"]
-        if clock["calls"] == warmup:
-            clock["warm"] = time.perf_counter() - clock["t0"]
-        bar.update()
-
-    out = time_rung(rung, config, batch_xy, steps, warmup, device, weights, seed, on_step=tick, micro=micro)
-    out.update(first_step_s=clock["first"] if warmup else None, warmup_s=clock.get("warm") if warmup else None)
-    return out
 
 
 def run_ladder(
@@ -321,8 +303,8 @@ def run_ladder(
         preset=preset, seq=seq, steps=steps, warmup=warmup,
         device=str(device), hardware=hardware, started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    run = functools.partial(_timed_warmup, config=config, steps=steps, warmup=warmup,
-                            device=device, weights=weights, seed=seed)
+    def run(rung, batch_xy, bar, micro=None):
+        return time_rung(rung, config, batch_xy, steps, warmup, device, weights, seed, on_step=bar.update, micro=micro)
 
     results = []
     with tqdm(total=len(ladder) * (warmup + steps), unit="step", disable=not progress) as bar:
