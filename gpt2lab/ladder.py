@@ -27,7 +27,7 @@ from gpt2lab.hardware import best_peak_flops, hardware_record, peak_flops
 from gpt2lab.knobs import RUNGS, VIDEO_RUNGS, Knobs, Rung, build, get_rung, keep_freed_memory, matmul_precision, unsupported_reason
 from gpt2lab.model import GPT, GPTConfig, get_config
 from gpt2lab.step import train_step
-from gpt2lab.timing import load_average, measure, peak_memory
+from gpt2lab.timing import load_average, measure, peak_memory, tensor_step_mb
 
 DEFAULT_SEED = 1337
 NOISY_SPREAD = 0.5  # (max - min) / median above this: the rung's steps disagree too much to trust a verdict
@@ -63,7 +63,7 @@ class RungResult:
     first_step_s: float | None = None  # the first warm-up step: includes torch.compile's compilation
     warmup_s: float | None = None  # all warm-up steps
     peak_mem_mb: float | None = None  # this rung's peak over its timed steps (not the process's since start)
-    step_mem_mb: float | None = None  # what a step adds on top of model, optimizer state and inputs
+    step_mem_mb: float | None = None  # tensors a step adds on top of model, optimizer state and inputs
     mem_kind: str | None = None
     load_avg: float | None = None  # 1-min system load after timing: above the core count, others shared the CPU
     loss: float | None = None  # the last timed step's loss
@@ -248,7 +248,9 @@ def time_rung(rung: Rung | Knobs, config: GPTConfig, batch_xy, steps: int, warmu
             warm = measure(step, device, steps=warmup, warmup=0, on_call=on_step) if warmup else None
             with peak_memory(device) as mem:
                 m = measure(step, device, steps=steps, warmup=0, on_call=on_step)
-            return dict(step_ms=m.times_ms, peak_mem_mb=mem.peak_mb, step_mem_mb=mem.step_mb, mem_kind=mem.kind,
+            # on a CPU the resident size is malloc's high-water mark; one more, untimed step counts tensors
+            step_mb = mem.step_mb if device.type == "cuda" else tensor_step_mb(step, device)
+            return dict(step_ms=m.times_ms, peak_mem_mb=mem.peak_mb, step_mem_mb=step_mb, mem_kind=mem.kind,
                         load_avg=load_average(), loss=m.last.loss.item(),
                         first_step_s=warm.times_ms[0] / 1000 if warm else None,
                         warmup_s=sum(warm.times_ms) / 1000 if warm else None)

@@ -8,6 +8,12 @@ logits, its loss and, at once, its share of the gradients of the hidden states a
 chunk's logits ever exist. The backward pass then has nothing left to do but scale the stored gradients by the
 incoming gradient (1 for a plain `loss.backward()`).
 
+Under torch.compile the loss is not traced into the model's graph. Traced, the chunk loop unrolls into one graph
+and inductor is free to schedule it as it likes: it kept every chunk's (V x C) share of the weight gradient alive to
+add them all in one kernel at the end, and kept each chunk's logits in three float32 buffers, so the "fused" step
+used as much memory as the unfused one. Instead the loop runs eagerly, and only the per-chunk softmax arithmetic is
+compiled, as a function of its own: one chunk is alive at a time, and its gradient comes out of one fused pass.
+
 Two variants, chosen by measuring peak memory and time (notebook 14 and tests/test_losses.py):
 - "forward": gradients in the forward pass (as above): 3 head matmuls per chunk, like the unfused path.
 - "recompute": the forward pass keeps only each row's log-sum-exp; backward recomputes the chunk logits.
@@ -53,15 +59,62 @@ def _chunk_loss_and_grad(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
     return (lse - target_logit).sum(), lse, grad
 
 
+def _softmax_minus_one_hot(logits: torch.Tensor, targets: torch.Tensor, n_rows: int):
+    """Loss sum of one chunk and (d loss_mean / d logits), in the logits' dtype, written as one expression so
+    that inductor computes it in a single fused pass (the float32 values exist only in registers)."""
+    x = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    row_max = x.amax(dim=-1, keepdim=True)
+    exp = (x - row_max).exp()
+    total = exp.sum(dim=-1, keepdim=True)
+    loss_sum = (row_max + total.log() - x.gather(1, targets[:, None])).sum()
+    is_target = torch.arange(x.size(1), device=x.device) == targets[:, None]
+    grad = (exp / total - is_target.to(x.dtype)) / n_rows
+    return loss_sum, grad.to(logits.dtype)
+
+
+_compiled_softmax_minus_one_hot = None
+
+
+def _compiled_chunk_math():
+    global _compiled_softmax_minus_one_hot
+    if _compiled_softmax_minus_one_hot is None:
+        _compiled_softmax_minus_one_hot = torch.compile(_softmax_minus_one_hot, dynamic=False)
+    return _compiled_softmax_minus_one_hot
+
+
+def _forward_variant_compiled(hidden, weight, targets, rows: int):
+    """The "forward" variant for a compiled model: explicit dtypes (autocast's choice, made here once), eager
+    matmuls accumulating in place, compiled softmax arithmetic per chunk."""
+    device = hidden.device.type
+    mm = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+    n = hidden.size(0)
+    w = weight.to(mm)
+    grad_h = torch.empty_like(hidden)
+    grad_w = torch.zeros_like(weight, dtype=torch.promote_types(weight.dtype, torch.float32))
+    loss = torch.zeros((), dtype=torch.promote_types(mm, torch.float32), device=hidden.device)
+    chunk_math = _compiled_chunk_math()
+    with torch.autocast(device, enabled=False):
+        for start in range(0, n, rows):
+            h, t = hidden[start:start + rows].to(mm), targets[start:start + rows]
+            loss_sum, g = chunk_math(h @ w.t(), t, n)
+            loss += loss_sum
+            grad_h[start:start + rows] = g @ w
+            grad_w += g.t() @ h  # one (V x C) partial at a time
+    return loss, grad_h, grad_w.to(weight.dtype)
+
+
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
     """mean(cross_entropy(hidden @ weight.T, targets)) without the full logits. hidden (N, C), weight (V, C)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, rows: int, variant: str, with_grad: bool):
+    def forward(ctx, hidden, weight, targets, rows: int, variant: str, with_grad: bool, compiled: bool):
         n = hidden.size(0)
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         ctx.variant, ctx.rows = variant, rows
-        if variant == "forward":
+        if variant == "forward" and compiled and with_grad:
+            loss, grad_h, grad_w = _forward_variant_compiled(hidden, weight, targets, rows)
+            ctx.save_for_backward(grad_h, grad_w)
+        elif variant == "forward":
             grad_h = torch.empty_like(hidden) if with_grad else None
             grad_w = (torch.zeros_like(weight, dtype=torch.promote_types(weight.dtype, torch.float32))
                       if with_grad else None)
@@ -88,7 +141,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         if ctx.variant == "forward":
             grad_h, grad_w = ctx.saved_tensors
-            return grad_h * grad_loss.to(grad_h.dtype), grad_w * grad_loss.to(grad_w.dtype), None, None, None, None
+            return grad_h * grad_loss.to(grad_h.dtype), grad_w * grad_loss.to(grad_w.dtype), None, None, None, None, None
         hidden, weight, targets, lse = ctx.saved_tensors
         enabled, dtype = ctx.autocast
         n, rows = hidden.size(0), ctx.rows
@@ -104,15 +157,17 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             g = (g * (grad_loss / n)).to(mm)
             grad_h[start:start + rows] = g @ w
             grad_w += g.t() @ h
-        return grad_h, grad_w.to(weight.dtype), None, None, None, None
+        return grad_h, grad_w.to(weight.dtype), None, None, None, None, None
 
 
+@torch.compiler.disable  # the chunk loop runs eagerly even inside a compiled model (see the module's docstring)
 def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                          rows: int | None = None, variant: str = "forward") -> torch.Tensor:
+                          rows: int | None = None, variant: str = "forward", compiled: bool = False) -> torch.Tensor:
     """Mean cross-entropy of `hidden @ weight.T` against `targets`, never holding more than `rows` rows of logits.
 
     hidden (..., C), weight (V, C), targets (...) of class indices. Equals
-    `F.cross_entropy(hidden @ weight.T, targets)` and its gradients up to float rounding.
+    `F.cross_entropy(hidden @ weight.T, targets)` and its gradients up to float rounding. `compiled`: compile the
+    per-chunk arithmetic (GPT.forward passes whether it is itself being compiled).
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -120,7 +175,7 @@ def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: t
     targets = targets.reshape(-1)
     rows = rows or chunk_rows(hidden.size(0), hidden.size(1), weight.size(0))
     with_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
-    return ChunkedLinearCrossEntropy.apply(hidden, weight, targets, rows, variant, with_grad)
+    return ChunkedLinearCrossEntropy.apply(hidden, weight, targets, rows, variant, with_grad, compiled)
 
 
 def full_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -195,7 +195,9 @@ class GPT(nn.Module):
         if self.config.loss == "chunked":
             from gpt2lab.losses import chunked_cross_entropy
 
-            return None, chunked_cross_entropy(x, self.lm_head.weight, targets)
+            # is_compiling() is fixed at trace time: a compiled model compiles the loss's chunk arithmetic too
+            return None, chunked_cross_entropy(x, self.lm_head.weight, targets,
+                                               compiled=torch.compiler.is_compiling())
         if self.config.loss == "liger":
             from gpt2lab.losses import liger_cross_entropy
 

@@ -87,6 +87,10 @@ def ladder_table(results: list[RungResult]) -> Table:
                          "shared the CPU, so these times are slower and noisier than the machine can do")
     else:
         caption = "no results"
+    kinds = {r.mem_kind for r in results if r.skipped is None and r.mem_kind}
+    if kinds:
+        notes.append(f"peak MiB: {' / '.join(sorted(kinds))}; step MiB: the tensors a step adds on top of weights, "
+                     "optimizer state and inputs")
     noisy = [r.rung for r in results if r.noisy]
     if noisy:
         notes.append(f"noisy: {', '.join(noisy)} (slowest step more than 1.5x the fastest's distance from the median): "

@@ -158,6 +158,34 @@ def peak_memory(device: torch.device | str):
         mem.kind = "process peak RSS since start"
 
 
+def tensor_step_mb(fn: Callable[[], object], device: torch.device | str) -> float | None:
+    """MiB of tensor memory one call of `fn` holds at its peak on top of what was held before it: activations,
+    gradients, temporary buffers. The same quantity on every device: CUDA's allocator counts it; on a CPU the
+    profiler's allocation events are replayed (one untimed call; the process's resident size, which
+    `peak_memory` reports, also holds freed heap that malloc keeps, and code and libraries)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        fn()
+        synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - start) / 2**20
+    if device.type != "cpu":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    held = peak = 0
+    for e in events:  # frees of tensors made before the call are not recorded: the count starts at zero
+        held += e.nbytes()
+        peak = max(peak, held)
+    return peak / 2**20
+
+
 def load_average() -> float | None:
     """1-minute load average: above the core count, other processes were competing for the CPU."""
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None

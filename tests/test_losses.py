@@ -16,29 +16,37 @@ def grads(loss_fn, *tensors):
     return loss.detach(), tensors[0].grad, tensors[1].grad
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+PATHS = [("forward", False), ("recompute", False), ("forward", True)]  # (variant, compiled chunk arithmetic)
+
+
+@pytest.mark.parametrize("variant,compiled", PATHS)
 @pytest.mark.parametrize("rows", [7, 64, 1000])  # ragged last chunk, several chunks, one chunk
-def test_loss_and_gradients_equal_the_unfused_path(variant, rows):
+def test_loss_and_gradients_equal_the_unfused_path(variant, compiled, rows):
     torch.manual_seed(0)
     vocab = padded_vocab_size(257, multiple=64)  # 320 rows: 63 padded ones that no target uses
     h, w = torch.randn(3, 40, 48, dtype=torch.float64), 0.3 * torch.randn(vocab, 48, dtype=torch.float64)
     t = torch.randint(0, 257, (3, 40))
     ref = grads(full_cross_entropy, h, w, t)
-    got = grads(lambda a, b, c: chunked_cross_entropy(a, b, c, rows=rows, variant=variant), h, w, t)
+    got = grads(lambda a, b, c: chunked_cross_entropy(a, b, c, rows=rows, variant=variant, compiled=compiled),
+                h, w, t)
     for r, g in zip(ref, got):
         torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
     assert got[2][257:].abs().max() > 0  # the padded rows get their push towards -inf too
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_fp32_and_bf16_autocast_match_the_unfused_path(variant):
+@pytest.mark.parametrize("variant,compiled", PATHS)
+def test_fp32_and_bf16_autocast_match_the_unfused_path(variant, compiled):
     torch.manual_seed(1)
     h, w, t = torch.randn(128, 32), 0.1 * torch.randn(512, 32), torch.randint(0, 512, (128,))
-    torch.testing.assert_close(grads(lambda a, b, c: chunked_cross_entropy(a, b, c, variant=variant), h, w, t),
-                               grads(full_cross_entropy, h, w, t), rtol=1e-5, atol=1e-6)
+
+    def fused(a, b, c):
+        return chunked_cross_entropy(a, b, c, variant=variant, compiled=compiled)
+
+    torch.testing.assert_close(grads(fused, h, w, t), grads(full_cross_entropy, h, w, t), rtol=1e-5, atol=1e-6)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ref = grads(full_cross_entropy, h, w, t)
-        got = grads(lambda a, b, c: chunked_cross_entropy(a, b, c, variant=variant), h, w, t)
+        got = grads(fused, h, w, t)
+    assert got[1].dtype == got[2].dtype == torch.float32  # gradients in the inputs' dtypes, as autograd gives
     assert got[0].dtype == torch.float32  # the loss is taken in float32, as F.cross_entropy does under autocast
     torch.testing.assert_close(got[0], ref[0], rtol=1e-6, atol=1e-6)  # the same bf16 logits
     for g, r in zip(got[1:], ref[1:]):  # bf16 matmuls, summed over chunks in another order
@@ -93,6 +101,31 @@ def test_chunked_loss_under_torch_compile():
     h, w, t = torch.randn(96, 32), 0.1 * torch.randn(256, 32), torch.randint(0, 256, (96,))
     compiled = torch.compile(chunked_cross_entropy)
     torch.testing.assert_close(grads(compiled, h, w, t), grads(full_cross_entropy, h, w, t), rtol=1e-5, atol=1e-6)
+
+
+def test_a_compiled_model_compiles_the_chunk_arithmetic_and_matches_the_eager_model(monkeypatch):
+    """GPT.forward tells the loss whether it is being compiled; the compiled model's loss and gradients equal the
+    eager model's, and it went through the compiled chunk arithmetic (the loss itself stays out of the graph)."""
+    import gpt2lab.losses as losses
+
+    calls = []
+    real = losses._compiled_chunk_math
+    monkeypatch.setattr(losses, "_compiled_chunk_math", lambda: calls.append(1) or real())
+    torch.manual_seed(0)
+    cfg = get_config("test", loss="chunked")
+    eager = GPT(cfg)
+    compiled_model = GPT(cfg)
+    compiled_model.load_state_dict(eager.state_dict())
+    x, y = torch.randint(0, cfg.vocab_size, (4, 32)), torch.randint(0, cfg.vocab_size, (4, 32))
+    _, a = eager(x, y)
+    assert not calls  # an eager model keeps the loss eager
+    _, b = torch.compile(compiled_model)(x, y)
+    assert calls  # the compiled model took the compiled path
+    a.backward()
+    b.backward()
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    for (name, p), (_, q) in zip(eager.named_parameters(), compiled_model.named_parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_chunk_rows():

@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from gpt2lab.timing import Measurement, measure, peak_memory
+from gpt2lab.timing import Measurement, measure, peak_memory, tensor_step_mb
 
 
 def test_measure_times_every_call_and_keeps_warmup_apart():
@@ -44,6 +44,22 @@ def test_peak_memory_sees_a_block_allocation_and_not_what_came_before():
         torch.ones(16)
     if small.kind == "process peak RSS during the block":
         assert small.step_mb < 60, small  # the earlier 128 MiB block does not count here
+
+
+def test_tensor_step_mb_counts_the_peak_of_tensors_held_at_once():
+    held_before = torch.ones(32 * 2**20 // 4)  # 32 MiB that exist before the call and are freed inside it
+
+    def step():
+        nonlocal held_before
+        held_before = None  # its free is not counted: the count starts at zero
+        a = torch.ones(16 * 2**20 // 4)  # 16 MiB
+        b = torch.ones(8 * 2**20 // 4)  # + 8 MiB held at once: the peak
+        del a, b
+        c = torch.ones(20 * 2**20 // 4)  # 20 MiB after they were freed: not a new peak
+        del c
+
+    assert tensor_step_mb(step, "cpu") == pytest.approx(24, abs=0.1)
+    assert tensor_step_mb(lambda: None, "cpu") == 0
 
 
 def test_quiet_stderr_silences_file_descriptor_2(capfd):
