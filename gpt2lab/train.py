@@ -130,7 +130,7 @@ class Trainer:
         self.knobs = knobs
         self.grad_accum = cfg.grad_accum(self.info.world_size)
         try:
-            model_cfg = get_config(cfg.model)
+            model_cfg = get_config(cfg.model, dropout=cfg.dropout)
         except ValueError as e:
             raise UserError(str(e)) from None
         if cfg.seq_len > model_cfg.block_size:
@@ -307,6 +307,15 @@ class Trainer:
 
     def _evaluate(self) -> None:
         """The evaluations due at this step (before its training step, as in the video's script)."""
+        if self.built.raw.config.dropout == 0:  # eval mode changes nothing else in GPT, and would make a compiled
+            return self._evaluations()          # model compile a second graph
+        self.built.model.eval()  # no dropout while measuring or sampling
+        try:
+            self._evaluations()
+        finally:
+            self.built.model.train()
+
+    def _evaluations(self) -> None:
         cfg = self.cfg
         last = self.step == cfg.max_steps - 1
         if self._due(cfg.val_every, last):

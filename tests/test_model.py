@@ -72,11 +72,26 @@ def test_attention_is_causal():
         (dict(n_embd=30, n_head=4), "divisible by n_head"),
         (dict(n_layer=0), "n_layer must be positive"),
         (dict(attn="fast"), "attn must be one of"),
+        (dict(dropout=1.0), "dropout must be in"),
+        (dict(dropout=-0.1), "dropout must be in"),
     ],
 )
 def test_config_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         GPTConfig(**kwargs)
+
+
+def test_dropout_acts_in_training_only_and_adds_no_weights():
+    torch.manual_seed(0)
+    plain = GPT(get_config("test"))
+    dropped = GPT(get_config("test", dropout=0.3))
+    assert list(dropped.state_dict()) == list(plain.state_dict())  # Hugging Face's names and nothing more
+    dropped.load_state_dict(plain.state_dict())
+    idx = torch.randint(0, 512, (2, 16))
+    a, b = dropped(idx)[0], dropped(idx)[0]
+    assert not torch.allclose(a, b)  # training mode: a fresh mask each call
+    dropped.eval()
+    torch.testing.assert_close(dropped(idx)[0], plain(idx)[0])  # eval mode: exactly the model without dropout
 
 
 def test_input_errors():

@@ -103,6 +103,31 @@ def test_resume_gives_the_same_losses(shakespeare, tmp_path):
         [r["val_loss"] for r in read_log(tmp_path / "full", "val")]
 
 
+def test_dropout_run_resumes_exactly_and_evaluates_without_dropout(shakespeare, tmp_path, monkeypatch):
+    """Dropout draws from the RNG, which the checkpoint saves: a resumed run still equals a straight one. Validation
+    runs in eval mode, so the same weights always give the same val loss, and training continues in train mode."""
+    train(tiny(shakespeare, dropout=0.2), tmp_path / "full", progress=False, echo=False)
+    train(tiny(shakespeare, dropout=0.2, stop_after=3), tmp_path / "split", progress=False, echo=False)
+    train(tiny(shakespeare, dropout=0.2), tmp_path / "split", resume=True, progress=False, echo=False)
+    full, split = read_log(tmp_path / "full"), read_log(tmp_path / "split")
+    assert [r["loss"] for r in split] == [r["loss"] for r in full]
+    assert [r["loss"] for r in full] != [r["loss"] for r in read_log_of(tiny(shakespeare), tmp_path / "plain")]
+
+    trainer = Trainer(tiny(shakespeare, dropout=0.5), tmp_path / "modes", progress=False, echo=False)
+    modes = []
+    real_val_loss = trainer.val_loss
+    monkeypatch.setattr(trainer, "val_loss", lambda: modes.append(trainer.built.model.training) or real_val_loss())
+    trainer._evaluate()
+    assert modes == [False] and trainer.built.model.training
+    trainer.built.model.eval()
+    assert trainer.val_loss() == trainer.val_loss()
+
+
+def read_log_of(cfg, folder):
+    train(cfg, folder, progress=False, echo=False)
+    return read_log(folder)
+
+
 def test_existing_run_needs_resume_and_missing_checkpoint_is_clear(shakespeare, tmp_path):
     train(tiny(shakespeare, max_steps=1), tmp_path, progress=False, echo=False)
     with pytest.raises(UserError, match="pass --resume"):
