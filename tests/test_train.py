@@ -185,33 +185,41 @@ def train_records(out):
     return [(r["step"], r["loss"], r["lr"]) for r in read_log(out)]
 
 
+def start_then_signal(shakespeare, out, steps, sig):
+    """Start a run in `out`, send it `sig` once it has logged `steps` steps; its exit code, its stderr and the
+    step of the checkpoint it left."""
+    proc = run_cli(cli_args(shakespeare, out))
+    wait_for_steps(proc, out, steps)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err, checkpoint.load(out)["step"]
+
+
+def assert_same_as_a_straight_run(shakespeare, out, straight_out, steps):
+    """The interrupted and resumed run in `out` logged what one run without a break logs in its first `steps`
+    steps: the same per-step losses and learning rates, every step once."""
+    straight = run_cli([*cli_args(shakespeare, straight_out), "--stop-after", str(steps)])
+    assert straight.wait(timeout=300) == 0, straight.communicate()
+    assert train_records(out) == train_records(straight_out)
+    assert [r[0] for r in train_records(out)] == list(range(steps))
+
+
 @pytest.mark.slow
 def test_sigkill_mid_run_resumes_from_last_checkpoint(shakespeare, tmp_path):
     """kill -9 saves nothing: the run resumes from the last periodic checkpoint and redoes the steps after it."""
     out = tmp_path / "killed"
-    proc = run_cli(cli_args(shakespeare, out))
-    wait_for_steps(proc, out, 12)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    step = checkpoint.load(out)["step"]
-    assert step >= 10 and step % 5 == 0
+    returncode, _, step = start_then_signal(shakespeare, out, 12, signal.SIGKILL)
+    assert returncode == -signal.SIGKILL and step >= 10 and step % 5 == 0
     resumed = run_cli([*cli_args(shakespeare, out), "--resume", "--stop-after", "7"])
     assert resumed.wait(timeout=300) == 0, resumed.communicate()
-    straight = run_cli([*cli_args(shakespeare, tmp_path / "straight"), "--stop-after", str(step + 7)])
-    assert straight.wait(timeout=300) == 0, straight.communicate()
-    assert train_records(out) == train_records(tmp_path / "straight")
-    assert [r[0] for r in train_records(out)] == list(range(step + 7))
+    assert_same_as_a_straight_run(shakespeare, out, tmp_path / "straight", step + 7)
 
 
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_the_printed_command_resumes_exactly(shakespeare, tmp_path):
     out = tmp_path / "preempted"
-    proc = run_cli(cli_args(shakespeare, out))
-    wait_for_steps(proc, out, 8)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
-    step = checkpoint.load(out)["step"]
+    returncode, err, step = start_then_signal(shakespeare, out, 8, signal.SIGTERM)
+    assert returncode == 143, err
     assert step >= 8 and len(read_log(out)) == step  # the checkpoint holds every step that was logged
     message = err.strip().splitlines()[-1]
     command = f"python -m gpt2lab train --out-dir {out} --resume"
@@ -221,10 +229,7 @@ def test_sigterm_saves_a_checkpoint_and_the_printed_command_resumes_exactly(shak
     resumed = run_cli([*command.split()[3:], "--stop-after", "6", "--val-every", "3", "--keep-checkpoints", "1",
                        "--log-every", "2", "--checkpoint-every", "4"])
     assert resumed.wait(timeout=300) == 0, resumed.communicate()
-    straight = run_cli([*cli_args(shakespeare, tmp_path / "straight"), "--stop-after", str(step + 6)])
-    assert straight.wait(timeout=300) == 0, straight.communicate()
-    assert train_records(out) == train_records(tmp_path / "straight")  # per-step losses and learning rates
-    assert [r[0] for r in train_records(out)] == list(range(step + 6))
+    assert_same_as_a_straight_run(shakespeare, out, tmp_path / "straight", step + 6)
     assert checkpoint.saved_steps(out)[-1] == step + 6 and len(checkpoint.saved_steps(out)) <= 2
 
 
