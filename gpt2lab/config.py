@@ -121,9 +121,9 @@ PRESETS: dict[str, TrainConfig] = {
     # 1,024 tokens (~5 epochs), dropout 0.1. The 50,304-wide head is most of the arithmetic, so a narrow model
     # sees more tokens per second (64 wide: ~8,200 tokens/s on 2 EPYC cores; 128 wide: ~6,500), and here tokens
     # seen matter more than width. Dropout 0.1 narrows the gap between train and val loss over five epochs; 0.2
-    # held the model back. Small batches: at this size more updates per token learn faster. bf16 autocast (CPUs with bf16 instructions run
-    # it faster than fp32; the book's cpu scale turns it off on CPUs without). The runs behind these choices:
-    # results/cpu-tiny-shakespeare-preset.md.
+    # held the model back. Small batches: at this size more updates per token learn faster. bf16 autocast (CPUs
+    # with bf16 instructions run it faster than fp32; the book's cpu scale turns it off on CPUs without). The runs
+    # behind these choices: results/cpu-tiny-shakespeare-preset.md.
     "cpu-tiny-shakespeare": TrainConfig(
         model="cpu-shakespeare", data="tinyshakespeare", shard_size=33_800, batch_size=8, seq_len=128,
         total_batch=1024, max_steps=1600, warmup_steps=20, max_lr=3e-3, dropout=0.1, rung="fused_adamw",

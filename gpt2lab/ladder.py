@@ -249,7 +249,8 @@ def time_rung(rung: Rung | Knobs, config: GPTConfig, batch_xy, steps: int, warmu
             with peak_memory(device) as mem:
                 m = measure(step, device, steps=steps, warmup=0, on_call=on_step)
             # on a CPU the resident size is malloc's high-water mark; one more, untimed step counts tensors
-            step_mb = mem.step_mb if device.type == "cuda" else tensor_step_mb(step, device)
+            counted = tensor_step_mb(step, device) if device.type != "cuda" else None
+            step_mb = mem.step_mb if counted is None else counted
             return dict(step_ms=m.times_ms, peak_mem_mb=mem.peak_mb, step_mem_mb=step_mb, mem_kind=mem.kind,
                         load_avg=load_average(), loss=m.last.loss.item(),
                         first_step_s=warm.times_ms[0] / 1000 if warm else None,

@@ -10,8 +10,8 @@ incoming gradient (1 for a plain `loss.backward()`).
 
 Under torch.compile the loss is not traced into the model's graph. Traced, the chunk loop unrolls into one graph
 and inductor is free to schedule it as it likes: it kept every chunk's (V x C) share of the weight gradient alive to
-add them all in one kernel at the end, and kept each chunk's logits in three float32 buffers, so the "fused" step
-used as much memory as the unfused one. Instead the loop runs eagerly, and only the per-chunk softmax arithmetic is
+add them all in one kernel at the end, and held each chunk's logits four times over (a float32 copy and three
+bf16-sized buffers), so the "fused" step used as much memory as the unfused one (notebook 14). Instead the loop runs eagerly, and only the per-chunk softmax arithmetic is
 compiled, as a function of its own: one chunk is alive at a time, and its gradient comes out of one fused pass.
 
 Two variants, chosen by measuring peak memory and time (notebook 14 and tests/test_losses.py):

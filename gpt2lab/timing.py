@@ -177,8 +177,11 @@ def tensor_step_mb(fn: Callable[[], object], device: torch.device | str) -> floa
 
     with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())
+    try:
+        events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                        key=lambda e: e.start_ns())
+    except AttributeError:  # a torch whose profiler keeps its raw events elsewhere: no figure rather than a wrong one
+        return None
     held = peak = 0
     for e in events:  # frees of tensors made before the call are not recorded: the count starts at zero
         held += e.nbytes()
