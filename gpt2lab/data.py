@@ -230,3 +230,38 @@ def unigram_baseline(folder) -> float:
     logp = np.log(counts / counts.sum())
     val_tokens = np.concatenate(val)
     return float(-logp[val_tokens].mean())
+
+
+def bigram_baseline(folder, discount: float = 0.75) -> float:
+    """Validation loss (nats/token) of a table of counts with one token of context: P(next | previous) counted
+    on the training split, with absolute discounting (each seen pair gives up `discount` of a count, shared out
+    by the unigram of `unigram_baseline`; a previous token never seen falls back to that unigram). No training
+    and no network: the yardstick for what one token of context is worth on this corpus."""
+    if not 0 < discount < 1:
+        raise ValueError(f"discount must be between 0 and 1, got {discount}")
+    vocab = 50257
+    manifest = read_manifest(folder)
+    unigram = np.ones(vocab, dtype=np.float64)
+    train_pairs, val_pairs = [], []
+    for entry in manifest["shards"]:
+        tokens = np.asarray(open_shard(Path(folder), entry, verify=False), dtype=np.int64)
+        pairs = tokens[:-1] * vocab + tokens[1:]  # (previous, next) as one integer; pairs never cross shards
+        if entry["split"] == "train":
+            unigram += np.bincount(tokens, minlength=vocab)[:vocab]
+            train_pairs.append(pairs)
+        else:
+            val_pairs.append(pairs)
+    unigram /= unigram.sum()
+    seen, counts = np.unique(np.concatenate(train_pairs), return_counts=True)
+    previous = seen // vocab
+    context = np.bincount(previous, weights=counts, minlength=vocab)  # how often each token has a successor
+    kinds = np.bincount(previous, minlength=vocab)  # how many different successors it has
+    query = np.concatenate(val_pairs)
+    a, b = query // vocab, query % vocab
+    at = np.minimum(np.searchsorted(seen, query), len(seen) - 1)
+    pair_count = np.where(seen[at] == query, counts[at], 0)
+    c = np.maximum(context[a], 1)
+    p = np.where(context[a] > 0,
+                 np.maximum(pair_count - discount, 0) / c + discount * kinds[a] / c * unigram[b],
+                 unigram[b])
+    return float(-np.log(p).mean())

@@ -21,16 +21,16 @@ def plot_schedule(configs: dict[str, TrainConfig]):
     return fig
 
 
-def plot_losses(out_dir, baseline: float | None = None, title: str = "training run"):
-    """Train loss per step, val loss at its evaluations, and an optional horizontal baseline."""
+def plot_losses(out_dir, baselines: dict[str, float] | None = None, title: str = "training run"):
+    """Train loss per step, val loss at its evaluations, and a dashed line per named baseline."""
     import matplotlib.pyplot as plt
 
     train, val = read_log(out_dir, "train"), read_log(out_dir, "val")
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=1, alpha=0.7, label="train loss")
     ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="val loss")
-    if baseline is not None:
-        ax.axhline(baseline, color="red", ls="--", lw=1, label=f"unigram baseline {baseline:.2f}")
+    for (name, value), color in zip((baselines or {}).items(), ("red", "purple", "grey")):
+        ax.axhline(value, color=color, ls="--", lw=1, label=f"{name} {value:.2f}")
     ax.set(xlabel="step", ylabel="loss (nats/token)", title=title)
     ax.legend()
     fig.tight_layout()

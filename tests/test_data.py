@@ -214,6 +214,25 @@ def test_unigram_baseline_matches_a_hand_computation(tmp_path):
     assert data.unigram_baseline(folder) == pytest.approx(expected)
 
 
+def test_bigram_baseline_matches_a_hand_computation(tmp_path):
+    folder = tmp_path / "b"
+    folder.mkdir()
+    val = np.array([5, 5, 7, 3], dtype=np.uint16)  # pairs (5,5), (5,7), (7,3); 3 never follows 7 in training
+    train = np.array([5, 5, 5, 7, 9, 9], dtype=np.uint16)  # pairs (5,5) x2, (5,7), (7,9), (9,9)
+    entries = [data.write_shard(folder, 0, val), data.write_shard(folder, 1, train)]
+    data.write_manifest(folder, {"format": data.FORMAT, "shards": entries, "complete": True})
+    total = 6 + 50257
+    uni = {5: 4 / total, 7: 2 / total, 3: 1 / total}  # add-one, as unigram_baseline
+    d = 0.75
+    p55 = (2 - d) / 3 + d * 2 / 3 * uni[5]  # 5 is followed 3 times, by 2 different tokens
+    p57 = (1 - d) / 3 + d * 2 / 3 * uni[7]
+    p73 = d * 1 / 1 * uni[3]  # unseen pair: only the share given up by (7, 9)
+    assert data.bigram_baseline(folder) == pytest.approx(-(np.log(p55) + np.log(p57) + np.log(p73)) / 3)
+    assert data.bigram_baseline(folder) < data.unigram_baseline(folder)  # context helps even in a tiny table
+    with pytest.raises(ValueError, match="discount"):
+        data.bigram_baseline(folder, discount=1.0)
+
+
 def test_loader_checks_every_shard_size_when_it_starts(shards):
     m = data.read_manifest(shards)
     last = shards / m["shards"][-1]["file"]  # a training shard the loader would reach last

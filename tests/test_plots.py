@@ -24,10 +24,11 @@ def test_loss_plot_reads_the_log(tmp_path):
         '{"type": "train", "step": 0, "loss": 9.0}\n{"type": "val", "step": 0, "val_loss": 9.5}\n'
         '{"type": "train", "step": 1, "loss": 8.0}\n'
     )
-    fig = plot_losses(tmp_path, baseline=7.0)
-    train, val, base = fig.axes[0].lines
+    fig = plot_losses(tmp_path, baselines={"unigram": 7.0, "bigram table": 6.0})
+    train, val, unigram, bigram = fig.axes[0].lines
     assert list(train.get_ydata()) == [9.0, 8.0] and list(val.get_ydata()) == [9.5]
-    assert list(base.get_ydata()) == [7.0, 7.0]
+    assert list(unigram.get_ydata()) == [7.0, 7.0] and list(bigram.get_ydata()) == [6.0, 6.0]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()][2:] == ["unigram 7.00", "bigram table 6.00"]
 
 
 def test_run_table_has_one_row_per_validation(tmp_path):
