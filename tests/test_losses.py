@@ -16,7 +16,7 @@ def grads(loss_fn, *tensors):
     return loss.detach(), tensors[0].grad, tensors[1].grad
 
 
-PATHS = [("forward", False), ("recompute", False), ("forward", True)]  # (variant, compiled chunk arithmetic)
+PATHS = [(v, False) for v in VARIANTS] + [("forward", True)]  # (variant, compiled chunk arithmetic)
 
 
 @pytest.mark.parametrize("variant,compiled", PATHS)
