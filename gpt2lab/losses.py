@@ -22,6 +22,7 @@ Two variants, chosen by measuring peak memory and time (notebook 14 and tests/te
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -72,14 +73,9 @@ def _softmax_minus_one_hot(logits: torch.Tensor, targets: torch.Tensor, n_rows: 
     return loss_sum, grad.to(logits.dtype)
 
 
-_compiled_softmax_minus_one_hot = None
-
-
+@functools.cache  # compiled once per process, on first use
 def _compiled_chunk_math():
-    global _compiled_softmax_minus_one_hot
-    if _compiled_softmax_minus_one_hot is None:
-        _compiled_softmax_minus_one_hot = torch.compile(_softmax_minus_one_hot, dynamic=False)
-    return _compiled_softmax_minus_one_hot
+    return torch.compile(_softmax_minus_one_hot, dynamic=False)
 
 
 def _forward_variant_compiled(hidden, weight, targets, rows: int):
