@@ -80,10 +80,10 @@ GPU_PYTHON ?= python3
 GPU_CACHE  ?= $(CURDIR)/build/gpu-cache
 
 gpu-cache: $(STAMP) ## prepare the packaged corpora's shards in build/gpu-cache, to carry to a GPU machine without `datasets`
-	GPT2LAB_CACHE=$(GPU_CACHE) $(BIN)/python -m gpt2lab.chapters --prepare-cache
+	GPT2LAB_CACHE=$(GPU_CACHE) $(BIN)/python -m gpt2lab.cli.chapters --prepare-cache
 
 gpu-check: ## run every chapter as a plain script at gpu scale with GPU_PYTHON (default python3), no Jupyter needed; one line per chapter
-	$(HELLASWAG_ENV) GPT2LAB_CACHE=$${GPT2LAB_CACHE:-$(GPU_CACHE)} PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m gpt2lab.chapters --scale gpu --out build/gpu-check
+	$(HELLASWAG_ENV) GPT2LAB_CACHE=$${GPT2LAB_CACHE:-$(GPU_CACHE)} PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m gpt2lab.cli.chapters --scale gpu --out build/gpu-check
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build book/_build .pytest_cache

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gpt2lab.hardware import hardware_record
-from gpt2lab.hellaswag import load_examples, render, sample_path, score
-from gpt2lab.model import GPT, get_config
+from gpt2lab.base.hardware import hardware_record
+from gpt2lab.run.hellaswag import load_examples, render, sample_path, score
+from gpt2lab.engine.model import GPT, get_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "hellaswag" / "hellaswag_val.jsonl"
@@ -55,7 +55,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(SHARED if SHARED.is_file() else FIXTURE))
     p.add_argument("--n", type=int, default=200, help="examples (the first N of the file)")
-    p.add_argument("--model", default="cpu-small", help="gpt2lab.model preset, random weights")
+    p.add_argument("--model", default="cpu-small", help="gpt2lab.engine.model preset, random weights")
     p.add_argument("--batch-size", type=int, default=16, help="examples per forward in the batched scorer")
     p.add_argument("--bucket", type=int, help="length granularity (default: the scorer's, 1 for an eager model)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each scorer; the median counts")

@@ -21,10 +21,10 @@ import statistics
 import sys
 import time
 
-from gpt2lab.hardware import resolve_device
-from gpt2lab.knobs import RUNGS
-from gpt2lab.ladder import append_jsonl, run_ladder
-from gpt2lab.report import ladder_table
+from gpt2lab.base.hardware import resolve_device
+from gpt2lab.engine.knobs import RUNGS
+from gpt2lab.measure.ladder import append_jsonl, run_ladder
+from gpt2lab.measure.report import ladder_table
 
 GPU = dict(model="gpt2", batch_size=64, seq_len=1024, steps=20, warmup=5, reference_batch=16,
            rungs="fused_adamw,fused_ce,fused_ce_liger,max_autotune,batch64,fp8")

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 # Only light imports at module level: spawned pool workers re-import this file, and the baseline
-# should not pay for torch (gpt2lab.prepare's workers don't either).
-from gpt2lab.tokenizer import EOT_ID, get_encoding
+# should not pay for torch (gpt2lab.engine.prepare's workers don't either).
+from gpt2lab.engine.tokenizer import EOT_ID, get_encoding
 
 
 def _encode(text: str) -> list[int]:
@@ -41,7 +41,7 @@ def baseline(jsonl: Path, workers: int) -> int:
 
 
 def ours(jsonl: Path, workers: int, out: Path) -> int:
-    from gpt2lab.prepare import prepare
+    from gpt2lab.engine.prepare import prepare
 
     manifest = prepare(str(jsonl), out, shard_size=10_000_000, workers=workers, progress=False)
     return sum(e["tokens"] for e in manifest["shards"])
@@ -56,8 +56,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--json", default=None, help="write the result here")
     args = ap.parse_args()
-    from gpt2lab.hardware import hardware_record
-    from gpt2lab.corpus import load_text
+    from gpt2lab.base.hardware import hardware_record
+    from gpt2lab.engine.corpus import load_text
 
     paragraphs = [p for p in load_text().split("\n\n") if p.strip()]
     docs = ["\n\n".join(paragraphs[i : i + args.per_doc]) for i in range(0, len(paragraphs), args.per_doc)] * args.copies

@@ -1,6 +1,6 @@
 import pytest
 
-from gpt2lab import atomic
+from gpt2lab.base import atomic
 
 
 def test_write_replaces_the_whole_file_and_leaves_no_temporary(tmp_path):

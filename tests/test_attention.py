@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gpt2lab import attention as A
+from gpt2lab.lessons import attention as A
 
 
 @pytest.mark.parametrize("shape,block_q,block_k", [((2, 3, 100, 16), 32, 24), ((1, 2, 64, 8), 64, 64),

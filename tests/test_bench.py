@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from gpt2lab import cli
+from gpt2lab.cli import main as cli
 
 @pytest.fixture
 def bench_only(monkeypatch):
@@ -67,7 +67,8 @@ def test_cli_defaults_fit_the_chosen_model(bench_only, capsys):
 
 
 def test_cli_warns_when_steps_spread_widely(bench_only, monkeypatch, capsys):
-    from gpt2lab import bench, ladder
+    from gpt2lab.cli import bench
+    from gpt2lab.measure import ladder
 
     real = ladder.run_ladder
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt2lab import chapters
+from gpt2lab.cli import chapters
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER = """---
@@ -81,8 +81,8 @@ def test_main_summarises_and_exits_nonzero_on_failure(tmp_path, capsys):
 
 
 def test_prepare_cache_fills_the_shards_every_preset_needs(tmp_path, monkeypatch):
-    from gpt2lab import data
-    from gpt2lab.config import PRESETS
+    from gpt2lab.engine import data
+    from gpt2lab.run.config import PRESETS
 
     monkeypatch.setenv("GPT2LAB_CACHE", str(tmp_path))
     folders = chapters.prepare_cache()

@@ -3,8 +3,8 @@ import errno
 import pytest
 import torch
 
-from gpt2lab import checkpoint
-from gpt2lab.errors import UserError
+from gpt2lab.run import checkpoint
+from gpt2lab.base.errors import UserError
 
 
 def state(step):

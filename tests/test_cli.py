@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from gpt2lab.cli import COMMANDS, main
+from gpt2lab.cli.main import COMMANDS, main
 
 
 def test_help_lists_every_command(capsys):
@@ -31,8 +31,8 @@ def test_module_entry_point_reports_user_errors_in_one_line():
 
 def test_train_help_explains_every_setting_and_lists_choices(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")  # no wrapping inside a name like gpu-tiny-shakespeare
-    from gpt2lab.config import choices, field_help, field_types
-    from gpt2lab.dist import DEVICE_CHOICES
+    from gpt2lab.run.config import choices, field_help, field_types
+    from gpt2lab.base.dist import DEVICE_CHOICES
 
     with pytest.raises(SystemExit) as e:
         main(["train", "--help"])
@@ -49,8 +49,8 @@ def test_train_help_explains_every_setting_and_lists_choices(capsys, monkeypatch
 
 def test_hellaswag_calls_gpt3_small_by_its_name(tmp_path, capsys, no_network):
     pytest.importorskip("transformers")
-    from gpt2lab.hellaswag import sample_path
-    from gpt2lab.pretrained import random_hf_gpt2
+    from gpt2lab.run.hellaswag import sample_path
+    from gpt2lab.engine.pretrained import random_hf_gpt2
 
     random_hf_gpt2(vocab_size=50257, n_positions=64, n_embd=16, n_layer=1, n_head=2).save_pretrained(tmp_path)
     assert main(["hellaswag", "--pretrained", str(tmp_path), "--data", str(sample_path()), "--limit", "2",

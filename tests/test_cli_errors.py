@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt2lab import cli, hellaswag, train
-from gpt2lab.hellaswag import sample_path
+from gpt2lab.cli import main as cli
+from gpt2lab.run import hellaswag
+from gpt2lab.run import train
+from gpt2lab.run.hellaswag import sample_path
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="the case is a machine without CUDA")
 NO_MPS = pytest.mark.skipif(torch.backends.mps.is_available(), reason="the case is a machine without MPS")

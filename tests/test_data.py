@@ -3,11 +3,12 @@ import json
 import numpy as np
 import pytest
 
-from gpt2lab import data, tokenizer
-from gpt2lab.cli import main
-from gpt2lab.errors import UserError
-from gpt2lab.prepare import prepare
-from gpt2lab.tokenizer import encode_documents
+from gpt2lab.engine import data
+from gpt2lab.engine import tokenizer
+from gpt2lab.cli.main import main
+from gpt2lab.base.errors import UserError
+from gpt2lab.engine.prepare import prepare
+from gpt2lab.engine.tokenizer import encode_documents
 
 DOCS = [f"Document {i}: " + "lorem ipsum dolor sit amet " * (i % 9 + 1) for i in range(300)]
 DOCS[7] = "a very long document " * 400  # spans several shards
@@ -254,7 +255,7 @@ def test_loader_refuses_an_unfinished_prepare(shards):
 
 
 def test_corpus_shards_finishes_an_interrupted_prepare(tmp_path, monkeypatch):
-    from gpt2lab.prepare import corpus_shards
+    from gpt2lab.engine.prepare import corpus_shards
 
     monkeypatch.setenv("GPT2LAB_CACHE", str(tmp_path))
     folder = corpus_shards("tinyshakespeare", 100_000)

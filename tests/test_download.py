@@ -5,8 +5,8 @@ import urllib.error
 
 import pytest
 
-from gpt2lab import download
-from gpt2lab.download import ChecksumError, DownloadError, fetch
+from gpt2lab.base import download
+from gpt2lab.base.download import ChecksumError, DownloadError, fetch
 
 DATA = b"line one\nline two\n" * 1000
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -21,7 +21,7 @@ def source(tmp_path):
 
 
 def leftovers(folder):
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))  # gpt2lab.atomic temporaries
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))  # gpt2lab.base.atomic temporaries
 
 
 def test_fetch_downloads_once_then_uses_the_cache(tmp_path, source, monkeypatch, no_network):
@@ -97,7 +97,7 @@ def test_unreachable_says_why_and_none_when_a_connection_opens(monkeypatch):
     """Both sides on 127.0.0.1: no network involved."""
     import socket
 
-    from gpt2lab.download import unreachable
+    from gpt2lab.base.download import unreachable
 
     for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)

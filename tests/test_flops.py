@@ -2,9 +2,9 @@
 
 import pytest
 
-from gpt2lab.flops import counted_flops_per_token, flops_per_token, gpt2_operations, matmul_dtype, mfu
-from gpt2lab.hardware import peak_flops
-from gpt2lab.model import get_config
+from gpt2lab.measure.flops import counted_flops_per_token, flops_per_token, gpt2_operations, matmul_dtype, mfu
+from gpt2lab.base.hardware import peak_flops
+from gpt2lab.engine.model import get_config
 
 def test_flops_per_token_hand_computed():
     # test preset: vocab 512, 2 layers, n_embd 32. Parameters that do matmuls (all but wpe):
@@ -33,7 +33,7 @@ def test_counted_flops_match_the_closed_form(model, batch, seq):
 
 
 def test_mfu_and_matmul_dtype():
-    from gpt2lab.knobs import RUNGS
+    from gpt2lab.engine.knobs import RUNGS
 
     assert mfu(1000.0, 6e9, 1e13) == pytest.approx(0.6)
     assert [matmul_dtype(RUNGS[n].knobs) for n in ("fp32", "tf32", "bf16", "fused_adamw")] == ["fp32", "tf32", "bf16", "bf16"]

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from gpt2lab.formats import (emulate_tf32, formats_table, matmul_error_table, matmul_errors, number_formats,
+from gpt2lab.lessons.formats import (emulate_tf32, formats_table, matmul_error_table, matmul_errors, number_formats,
                              plot_representable, rounding_table, stored_as,
                              relative_gaps, representable_values, round_mantissa)
 

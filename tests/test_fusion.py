@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from gpt2lab import fusion
+from gpt2lab.lessons import fusion
 
 
 def test_gelu_by_hand_is_gpt2s_tanh_gelu():

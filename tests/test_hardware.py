@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from gpt2lab import hardware
-from gpt2lab.hardware import hardware_record, peak_flops
+from gpt2lab.base import hardware
+from gpt2lab.base.hardware import hardware_record, peak_flops
 
 @pytest.mark.parametrize(
     "name, dtype, tflops",
@@ -55,7 +55,7 @@ def test_best_peak_and_bandwidth_lookup():
 
 @pytest.mark.parametrize("name, message", [("tpu9", "unknown device"), ("cuda:7", "CUDA"), ("meta", "runs on cpu, cuda or mps")])
 def test_resolve_device_errors_name_the_flag(name, message):
-    from gpt2lab.errors import UserError
+    from gpt2lab.base.errors import UserError
 
     if torch.cuda.is_available() and name.startswith("cuda"):
         pytest.skip("this machine has CUDA")

@@ -16,13 +16,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from gpt2lab import download, hellaswag
-from gpt2lab.download import ChecksumError, DownloadError, sha256_file
-from gpt2lab.errors import UserError
-from gpt2lab.hellaswag import Example, HellaSwagDataError, evaluate, load_examples, render, score
-from gpt2lab.model import GPT, GPTConfig
-from gpt2lab.stats import wilson_interval
-from gpt2lab.tokenizer import encode
+from gpt2lab.base import download
+from gpt2lab.run import hellaswag
+from gpt2lab.base.download import ChecksumError, DownloadError, sha256_file
+from gpt2lab.base.errors import UserError
+from gpt2lab.run.hellaswag import Example, HellaSwagDataError, evaluate, load_examples, render, score
+from gpt2lab.engine.model import GPT, GPTConfig
+from gpt2lab.base.stats import wilson_interval
+from gpt2lab.engine.tokenizer import encode
 
 FIXTURE = hellaswag.sample_path()
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "hellaswag" / "hellaswag_val.jsonl"
@@ -230,11 +231,11 @@ def test_no_interval_without_examples():
 def test_losses_match_transformers_logits(tmp_path, examples, no_network):
     """An independent path: per-ending losses from Hugging Face's own GPT-2 forward."""
     pytest.importorskip("transformers")
-    from gpt2lab.pretrained import random_hf_gpt2
+    from gpt2lab.engine.pretrained import load_gpt2, random_hf_gpt2
 
     ref = random_hf_gpt2(seed=0, noise=0.1, vocab_size=50257, n_positions=128, n_embd=16, n_layer=2, n_head=2)
     ref.save_pretrained(tmp_path)
-    ours = GPT.from_pretrained(tmp_path)
+    ours = load_gpt2(tmp_path)
     subset = examples[:10]
     sums, means = score(ours, subset, batch_size=4)
     for i, ex in enumerate(subset):
@@ -374,7 +375,7 @@ def test_cli_bad_model_sources(tmp_path):
 
 
 def test_cli_main_turns_data_errors_into_exit_2(tmp_path, capsys):
-    from gpt2lab.cli import main
+    from gpt2lab.cli.main import main
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"ctx": "x", "endings": ["a", "b", "c", "d"], "label": 9}\n')

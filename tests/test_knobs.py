@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpt2lab.knobs import (RUNGS, SLOWER_ON, TRAINER_SAFE, Knobs, build, default_rung, fp8_filter, get_rung, matmul_precision,
+from gpt2lab.engine.knobs import (RUNGS, SLOWER_ON, TRAINER_SAFE, Knobs, build, default_rung, fp8_filter, get_rung, matmul_precision,
                            padded_vocab_size, unsupported_reason)
-from gpt2lab.model import get_config
-from gpt2lab.optim import fused_supported
-from gpt2lab.step import train_step
+from gpt2lab.engine.model import get_config
+from gpt2lab.engine.optim import fused_supported
+from gpt2lab.engine.step import train_step
 
 CFG = get_config("test")
 
@@ -55,7 +55,7 @@ def test_fused_ce_builds_a_model_that_returns_no_logits_with_targets():
 
 
 def test_fp8_skip_reasons(monkeypatch):
-    import gpt2lab.knobs as knobs_mod
+    import gpt2lab.engine.knobs as knobs_mod
 
     knobs = RUNGS["fp8"].knobs
     assert "fp8 tensor cores" in unsupported_reason(replace(knobs, compile=False), "cpu")
@@ -71,7 +71,7 @@ def test_fp8_skip_reasons(monkeypatch):
 
 
 def test_liger_loss_is_skipped_with_the_extra_named(monkeypatch):
-    import gpt2lab.knobs as knobs_mod
+    import gpt2lab.engine.knobs as knobs_mod
 
     liger = Knobs(loss="liger")
     assert "NVIDIA" in unsupported_reason(liger, "cpu")
@@ -82,7 +82,7 @@ def test_liger_loss_is_skipped_with_the_extra_named(monkeypatch):
 
 def test_fp8_converts_the_block_linears_only():
     """The filter torchao's convert_to_float8_training is given: every block Linear, not the tied head."""
-    from gpt2lab.model import GPT
+    from gpt2lab.engine.model import GPT
 
     with torch.device("meta"):
         model = GPT(get_config("cpu-small"))
@@ -94,7 +94,7 @@ def test_fp8_converts_the_block_linears_only():
 
 
 def test_default_rung_is_the_last_supported_trainer_safe_rung(monkeypatch):
-    import gpt2lab.knobs as knobs_mod
+    import gpt2lab.engine.knobs as knobs_mod
 
     assert set(TRAINER_SAFE) <= set(RUNGS) and "fp8" not in TRAINER_SAFE and "batch64" not in TRAINER_SAFE
     names = list(RUNGS)
@@ -195,7 +195,7 @@ def test_unsupported_reasons(monkeypatch):
 
 FAULTS = """
 import resource, sys, torch
-from gpt2lab.knobs import keep_freed_memory
+from gpt2lab.engine.knobs import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
 faults = []
 for _ in range(8):
@@ -212,7 +212,7 @@ def test_keep_freed_memory_stops_most_page_faults_on_reallocation():
     import subprocess
     import sys
 
-    from gpt2lab.knobs import keep_freed_memory
+    from gpt2lab.engine.knobs import keep_freed_memory
 
     if platform.system() != "Linux":
         assert keep_freed_memory() is False
@@ -231,8 +231,8 @@ def test_keep_freed_memory_stops_most_page_faults_on_reallocation():
 
 
 def test_the_registry_defines_each_rung_once_with_its_lesson():
-    from gpt2lab.config import TrainConfig
-    from gpt2lab.knobs import DEFAULT_RUNG
+    from gpt2lab.run.config import TrainConfig
+    from gpt2lab.engine.knobs import DEFAULT_RUNG
 
     chapters = [r.chapter for r in RUNGS.values()]
     assert chapters == sorted(chapters) and chapters[0] == 4  # the rung chapters follow the ladder's order
@@ -243,7 +243,7 @@ def test_the_registry_defines_each_rung_once_with_its_lesson():
 
 
 def test_resolve_rung():
-    from gpt2lab.knobs import resolve_rung
+    from gpt2lab.engine.knobs import resolve_rung
 
     assert resolve_rung("auto", "cpu") == default_rung("cpu")
     assert resolve_rung("bf16", "cpu") == "bf16"
@@ -252,8 +252,8 @@ def test_resolve_rung():
 
 
 def test_fastest_for_keeps_what_the_device_supports(monkeypatch):
-    from gpt2lab import hardware as bench
-    from gpt2lab.knobs import fastest_for
+    from gpt2lab.base import hardware as bench
+    from gpt2lab.engine.knobs import fastest_for
 
     FASTEST = RUNGS[default_rung("cpu")].knobs
 

@@ -8,12 +8,12 @@ import shutil
 import pytest
 import torch
 
-from gpt2lab import ladder as ladder_mod
-from gpt2lab.flops import flops_per_token
-from gpt2lab.knobs import RUNGS, Knobs
-from gpt2lab.ladder import RungResult, append_jsonl, compare, load_jsonl, loss_guard, run_ladder, runs
-from gpt2lab.model import get_config
-from gpt2lab.report import format_table
+from gpt2lab.measure import ladder as ladder_mod
+from gpt2lab.measure.flops import flops_per_token
+from gpt2lab.engine.knobs import RUNGS, Knobs
+from gpt2lab.measure.ladder import RungResult, append_jsonl, compare, load_jsonl, loss_guard, run_ladder, runs
+from gpt2lab.engine.model import get_config
+from gpt2lab.measure.report import format_table
 
 TINY = dict(config="test", batch=2, seq=16, steps=2, warmup=1, device="cpu", progress=False)
 
@@ -120,7 +120,7 @@ def test_compare_calls_a_difference_only_outside_the_noise():
 def test_a_rung_with_its_own_batch_is_timed_and_guarded_at_that_batch():
     """batch64's case: the rung runs its own batch, its guard compares with fp32 at that batch (computed as
     gradient accumulation over the ladder's micro-batch), and speed-ups are per token."""
-    from gpt2lab.knobs import Rung
+    from gpt2lab.engine.knobs import Rung
 
     big = Rung("bf16_b6", RUNGS["bf16"].knobs, "B = 6", "", 0, batch=6)
     fp32, bf16, bf16_b6 = run_ladder(["fp32", "bf16", big], **TINY)

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpt2lab.knobs import padded_vocab_size
-from gpt2lab.losses import VARIANTS, chunk_rows, chunked_cross_entropy, full_cross_entropy
-from gpt2lab.model import GPT, get_config
+from gpt2lab.engine.knobs import padded_vocab_size
+from gpt2lab.engine.losses import VARIANTS, chunk_rows, chunked_cross_entropy, full_cross_entropy
+from gpt2lab.engine.model import GPT, get_config
 
 
 def grads(loss_fn, *tensors):
@@ -106,7 +106,7 @@ def test_chunked_loss_under_torch_compile():
 def test_a_compiled_model_compiles_the_chunk_arithmetic_and_matches_the_eager_model(monkeypatch):
     """GPT.forward tells the loss whether it is being compiled; the compiled model's loss and gradients equal the
     eager model's, and it went through the compiled chunk arithmetic (the loss itself stays out of the graph)."""
-    import gpt2lab.losses as losses
+    import gpt2lab.engine.losses as losses
 
     calls = []
     real = losses._compiled_chunk_math

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from gpt2lab.memory import STATE_BYTES_PER_PARAM, saved_activation_bytes, training_memory
-from gpt2lab.model import GPT, GPTConfig
+from gpt2lab.measure.memory import STATE_BYTES_PER_PARAM, saved_activation_bytes, training_memory
+from gpt2lab.engine.model import GPT, GPTConfig
 
 CFG = GPTConfig(block_size=64, n_layer=2, n_head=2, n_embd=32)
 

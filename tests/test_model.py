@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from gpt2lab.model import GPT, GPTConfig, get_config
+from gpt2lab.engine.model import GPT, GPTConfig, get_config
 
 SMALL = GPTConfig(block_size=32, vocab_size=96, n_layer=2, n_head=4, n_embd=32)
 

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from gpt2lab.model import GPT, get_config
-from gpt2lab.optim import OptimConfig, lr_at, make_adamw
+from gpt2lab.engine.model import GPT, get_config
+from gpt2lab.engine.optim import OptimConfig, lr_at, make_adamw
 
 CFG = OptimConfig(max_lr=6e-4, warmup_steps=715, max_steps=19073)
 
@@ -58,7 +58,7 @@ def test_min_lr_is_a_tenth():
 def test_the_three_adamw_implementations_compute_the_same_update():
     """Same arithmetic, different scheduling: one step's update agrees to float32 rounding (the fused kernel
     orders its operations differently, so not bit for bit)."""
-    from gpt2lab.optim import ADAMW_IMPLEMENTATIONS, fused_supported
+    from gpt2lab.engine.optim import ADAMW_IMPLEMENTATIONS, fused_supported
 
     updates = {}
     for name, options in ADAMW_IMPLEMENTATIONS.items():
@@ -79,7 +79,7 @@ def test_the_three_adamw_implementations_compute_the_same_update():
 
 
 def test_adamw_step_costs_count_fewer_operations_when_fused():
-    from gpt2lab.optim import adamw_step_costs, fused_supported
+    from gpt2lab.engine.optim import adamw_step_costs, fused_supported
 
     model = GPT(get_config("test"))
     before = [p.detach().clone() for p in model.parameters()]

@@ -4,9 +4,9 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 
-from gpt2lab.config import get_preset  # noqa: E402
-from gpt2lab.optim import lr_at  # noqa: E402
-from gpt2lab.plots import plot_losses, plot_schedule, run_table  # noqa: E402
+from gpt2lab.run.config import get_preset  # noqa: E402
+from gpt2lab.engine.optim import lr_at  # noqa: E402
+from gpt2lab.lessons.plots import plot_losses, plot_schedule, run_table  # noqa: E402
 
 
 def test_schedule_plot_shows_the_schedule():

@@ -1,4 +1,4 @@
-"""GPT.from_pretrained against Hugging Face transformers, offline: a randomly initialised
+"""pretrained.load_gpt2 against Hugging Face transformers, offline: a randomly initialised
 GPT2LMHeadModel is saved to a temporary folder and loaded back into our GPT."""
 
 import socket
@@ -8,8 +8,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")  # a dev dependency: always present under `make test`
 
-from gpt2lab.model import GPT  # noqa: E402
-from gpt2lab.pretrained import random_hf_gpt2  # noqa: E402
+from gpt2lab.engine.model import GPT  # noqa: E402
+from gpt2lab.engine.pretrained import load_gpt2, random_hf_gpt2  # noqa: E402
 
 
 def hf_model(tmp_path, safe=True, vocab_size=500):
@@ -21,7 +21,7 @@ def hf_model(tmp_path, safe=True, vocab_size=500):
 @pytest.mark.parametrize("safe", [True, False], ids=["safetensors", "pytorch_bin"])
 def test_logits_and_loss_match_transformers(tmp_path, no_network, safe):
     ref = hf_model(tmp_path, safe=safe)
-    ours = GPT.from_pretrained(tmp_path).eval()
+    ours = load_gpt2(tmp_path).eval()
     assert ours.config.n_layer == 3 and ours.config.vocab_size == 500 and ours.config.block_size == 64
     idx = torch.randint(0, 500, (2, 40))
     with torch.no_grad():
@@ -36,7 +36,7 @@ def test_logits_and_loss_match_transformers(tmp_path, no_network, safe):
 @pytest.mark.parametrize("attn", ["naive", "flash"])
 def test_padded_vocab_gives_same_logits_on_real_tokens(tmp_path, attn):
     ref = hf_model(tmp_path)
-    ours = GPT.from_pretrained(tmp_path, vocab_size=512, attn=attn).eval()
+    ours = load_gpt2(tmp_path, vocab_size=512, attn=attn).eval()
     assert ours.lm_head.weight.shape == (512, 48)
     idx = torch.randint(0, 500, (2, 24))
     with torch.no_grad():
@@ -46,20 +46,20 @@ def test_padded_vocab_gives_same_logits_on_real_tokens(tmp_path, attn):
 
 def test_from_pretrained_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a checkpoint folder"):
-        GPT.from_pretrained(tmp_path / "missing")
+        load_gpt2(tmp_path / "missing")
     (tmp_path / "config.json").write_text('{"n_positions": 8, "vocab_size": 10, "n_layer": 1, "n_head": 1, "n_embd": 4}')
     with pytest.raises(FileNotFoundError, match="neither model.safetensors nor pytorch_model.bin"):
-        GPT.from_pretrained(tmp_path)
+        load_gpt2(tmp_path)
 
 
 def test_shrinking_vocab_is_refused(tmp_path):
     hf_model(tmp_path)
     with pytest.raises(ValueError, match="only pad vocab_size"):
-        GPT.from_pretrained(tmp_path, vocab_size=400)
+        load_gpt2(tmp_path, vocab_size=400)
 
 
 def test_reference_pair_offline_falls_back_to_random_weights(fresh_probe, no_network):
-    from gpt2lab.pretrained import reference_pair
+    from gpt2lab.engine.pretrained import reference_pair
 
     pair = reference_pair("gpt2", offline_shape=dict(n_layer=1, n_head=2, n_embd=16, n_positions=32))
     assert not pair.pretrained and "random weights" in pair.source
@@ -77,7 +77,7 @@ def fresh_probe(monkeypatch, tmp_path):
     """A new process's view: no decision cached, no weights variable, an empty Hugging Face cache."""
     import huggingface_hub.constants
 
-    from gpt2lab import pretrained
+    from gpt2lab.engine import pretrained
 
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", pretrained.WEIGHTS_ENV):
         monkeypatch.delenv(var, raising=False)
@@ -122,7 +122,7 @@ def test_probe_against_a_local_endpoint(fresh_probe, monkeypatch):
 
 def test_offline_without_weights_fails_at_once_with_the_variable_to_set(fresh_probe, no_network):
     with pytest.raises(ConnectionError, match="hub not reachable .*set GPT2LAB_GPT2_WEIGHTS"):
-        GPT.from_pretrained("gpt2")
+        load_gpt2("gpt2")
     pair = fresh_probe.reference_pair("gpt2", offline_shape=dict(n_layer=1, n_head=2, n_embd=16, n_positions=32))
     assert not pair.pretrained and "hub not reachable" in pair.source
 
@@ -132,7 +132,7 @@ def test_weights_variable_serves_gpt2_offline(fresh_probe, no_network, monkeypat
     ref = random_hf_gpt2(seed=1, vocab_size=300, n_positions=32, n_embd=32, n_layer=2, n_head=2)
     ref.save_pretrained(folder)
     monkeypatch.setenv(fresh_probe.WEIGHTS_ENV, str(folder))
-    ours = GPT.from_pretrained("gpt2").eval()  # the hub name resolves to the local folder
+    ours = load_gpt2("gpt2").eval()  # the hub name resolves to the local folder
     pair = fresh_probe.reference_pair("gpt2")
     assert pair.pretrained and str(folder) in pair.source
     idx = torch.randint(0, 300, (1, 16))
@@ -142,11 +142,11 @@ def test_weights_variable_serves_gpt2_offline(fresh_probe, no_network, monkeypat
 
 
 def test_weights_variable_naming_a_wrong_folder_is_one_clear_error(fresh_probe, monkeypatch, tmp_path):
-    from gpt2lab.errors import UserError
+    from gpt2lab.base.errors import UserError
 
     monkeypatch.setenv(fresh_probe.WEIGHTS_ENV, str(tmp_path))
     with pytest.raises(UserError, match=f"GPT2LAB_GPT2_WEIGHTS={tmp_path}: not a Hugging Face GPT-2 folder"):
-        GPT.from_pretrained("gpt2")
+        load_gpt2("gpt2")
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(UserError, match="neither model.safetensors nor pytorch_model.bin"):
         fresh_probe.gpt2_weights("gpt2")

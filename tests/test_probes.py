@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from gpt2lab.model import GPT, GPTConfig
-from gpt2lab.probes import mlp_preactivations, residual_stream_std, unscale_residual_projections, zero_gradient_fraction
+from gpt2lab.engine.model import GPT, GPTConfig
+from gpt2lab.lessons.probes import mlp_preactivations, residual_stream_std, unscale_residual_projections, zero_gradient_fraction
 
 CFG = GPTConfig(block_size=32, vocab_size=512, n_layer=6, n_head=2, n_embd=64)
 

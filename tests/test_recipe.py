@@ -1,8 +1,8 @@
 import torch
 
-from gpt2lab.model import GPTConfig
-from gpt2lab.optim import OptimConfig
-from gpt2lab.recipe import overfit_one_batch, short_run
+from gpt2lab.engine.model import GPTConfig
+from gpt2lab.engine.optim import OptimConfig
+from gpt2lab.lessons.short_runs import overfit_one_batch, short_run
 
 CFG = GPTConfig(block_size=32, vocab_size=64, n_layer=2, n_head=2, n_embd=32)
 

@@ -2,10 +2,11 @@
 
 import pytest
 
-from gpt2lab.knobs import RUNGS
-from gpt2lab.ladder import RungResult, run_ladder
-from gpt2lab.reference import LADDER_REFERENCES, PROJECT_H200_LADDER, VIDEO_A100_LADDER
-from gpt2lab.report import Series, Table, ladder_table, plot_ladder
+from gpt2lab.engine.knobs import RUNGS
+from gpt2lab.measure.ladder import RungResult, run_ladder
+from gpt2lab.measure.reference import LADDER_REFERENCES, PROJECT_H200_LADDER, VIDEO_A100_LADDER
+from gpt2lab.base.table import Table
+from gpt2lab.measure.report import Series, ladder_table, plot_ladder
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def test_references_are_subsets_of_the_ladder():
 def test_project_h200_reference_matches_the_committed_results():
     from pathlib import Path
 
-    from gpt2lab.ladder import load_jsonl
+    from gpt2lab.measure.ladder import load_jsonl
 
     path = Path(__file__).resolve().parents[1] / "results" / "h200-2026-11-26" / "ladder.jsonl"
     committed = {r.rung: r for r in load_jsonl(path)}
@@ -83,7 +84,7 @@ def test_project_h200_reference_matches_the_committed_results():
 
 
 def test_rung_verdict_sets_this_machine_beside_the_cited_sources(ladder):
-    from gpt2lab.report import rung_verdict, verdict_sentence
+    from gpt2lab.measure.report import rung_verdict, verdict_sentence
 
     fp32, tf32, bf16 = ladder
     table = rung_verdict(tf32, bf16)
@@ -100,8 +101,8 @@ def test_rung_verdict_sets_this_machine_beside_the_cited_sources(ladder):
 
 
 def test_time_against_previous_runs_the_rung_and_the_one_before(monkeypatch):
-    from gpt2lab.ladder import previous_rung, time_against_previous
-    from gpt2lab.scale import SCALES
+    from gpt2lab.measure.ladder import previous_rung, time_against_previous
+    from gpt2lab.lessons.scale import SCALES
 
     assert previous_rung("tf32") == "fp32" and previous_rung("fused_adamw") == "vocab50304"
     with pytest.raises(ValueError):
@@ -112,7 +113,7 @@ def test_time_against_previous_runs_the_rung_and_the_one_before(monkeypatch):
 
 
 def test_sources_table_lists_each_rung_for_each_source(ladder):
-    from gpt2lab.report import sources_table
+    from gpt2lab.measure.report import sources_table
 
     table = sources_table(ladder)
     assert table.header[0] == "rung" and table.header[1].startswith("here: test B=2 T=16")
@@ -123,7 +124,7 @@ def test_sources_table_lists_each_rung_for_each_source(ladder):
 
 
 def test_a_rung_with_its_own_batch_is_compared_per_token(ladder):
-    from gpt2lab.report import rung_verdict
+    from gpt2lab.measure.report import rung_verdict
 
     big = RungResult(**{**ladder[2].to_dict(), "rung": "batch64", "batch": 4 * ladder[2].batch,
                         "ms_median": 2 * ladder[2].ms_median, "ms_min": 2 * ladder[2].ms_min,

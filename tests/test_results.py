@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from gpt2lab.ladder import RungResult, append_jsonl, load_jsonl
-from gpt2lab.reference import PROJECT_H200_LADDER, VIDEO_A100_LADDER
-from gpt2lab import results
+from gpt2lab.measure.ladder import RungResult, append_jsonl, load_jsonl
+from gpt2lab.measure.reference import PROJECT_H200_LADDER, VIDEO_A100_LADDER
+from gpt2lab.measure import results
 
 ROOT = Path(__file__).resolve().parents[1]
 

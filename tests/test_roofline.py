@@ -3,9 +3,9 @@
 import matplotlib
 import pytest
 
-from gpt2lab.flops import Operation, gpt2_operations
-from gpt2lab.model import get_config
-from gpt2lab.roofline import (bound, forward_operations, human, ideal_seconds, measure_roofs, memory_bound_share,
+from gpt2lab.measure.flops import Operation, gpt2_operations
+from gpt2lab.engine.model import get_config
+from gpt2lab.lessons.roofline import (bound, forward_operations, human, ideal_seconds, measure_roofs, memory_bound_share,
                                plot_roofline, plot_roofs, roofline_table, roofs_table)
 
 matplotlib.use("Agg")

@@ -3,12 +3,12 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from gpt2lab import checkpoint
-from gpt2lab.cli import main
-from gpt2lab.errors import UserError
-from gpt2lab.model import GPT, GPTConfig
-from gpt2lab.sample import decode_text, load_checkpoint_model, sample, unwrap_state_dict
-from gpt2lab.tokenizer import encode
+from gpt2lab.run import checkpoint
+from gpt2lab.cli.main import main
+from gpt2lab.base.errors import UserError
+from gpt2lab.engine.model import GPT, GPTConfig
+from gpt2lab.run.sample import decode_text, load_checkpoint_model, sample, unwrap_state_dict
+from gpt2lab.engine.tokenizer import encode
 
 CFG = GPTConfig(block_size=64, n_layer=1, n_head=2, n_embd=16)
 

@@ -1,8 +1,8 @@
 import pytest
 
-from gpt2lab.config import PRESETS as TRAIN_PRESETS
-from gpt2lab.model import PRESETS as MODEL_PRESETS
-from gpt2lab.scale import SCALES, pick_scale
+from gpt2lab.run.config import PRESETS as TRAIN_PRESETS
+from gpt2lab.engine.model import PRESETS as MODEL_PRESETS
+from gpt2lab.lessons.scale import SCALES, pick_scale
 
 
 def test_env_var_forces_the_scale():
@@ -13,7 +13,7 @@ def test_env_var_forces_the_scale():
 def test_default_follows_the_hardware(monkeypatch):
     import torch
 
-    from gpt2lab import hardware as bench
+    from gpt2lab.base import hardware as bench
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(bench, "cpu_bf16_instructions", lambda: ["avx512_bf16"])
@@ -24,7 +24,7 @@ def test_default_follows_the_hardware(monkeypatch):
 
 
 def test_cpu_scale_trains_in_fp32_without_bf16_instructions(monkeypatch):
-    from gpt2lab import hardware as bench
+    from gpt2lab.base import hardware as bench
 
     monkeypatch.setattr(bench, "cpu_bf16_instructions", lambda: [])
     s = pick_scale({"GPT2LAB_SCALE": "cpu"})

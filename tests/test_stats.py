@@ -1,6 +1,6 @@
 import pytest
 
-from gpt2lab.stats import format_accuracy, wilson_interval
+from gpt2lab.base.stats import format_accuracy, wilson_interval
 
 
 # Newcombe (1998), Statistics in Medicine 17:857-872, Table I, method 3 (Wilson score, no continuity

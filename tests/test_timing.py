@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from gpt2lab.timing import Measurement, measure, peak_memory, tensor_step_mb
+from gpt2lab.base.timing import Measurement, measure, peak_memory, tensor_step_mb
 
 
 def test_measure_times_every_call_and_keeps_warmup_apart():
@@ -65,7 +65,7 @@ def test_tensor_step_mb_counts_the_peak_of_tensors_held_at_once():
 def test_quiet_stderr_silences_file_descriptor_2(capfd):
     import os
 
-    from gpt2lab.timing import quiet_stderr
+    from gpt2lab.base.timing import quiet_stderr
 
     with quiet_stderr():
         os.write(2, b"from C++\n")

@@ -2,7 +2,8 @@ import hashlib
 
 import pytest
 
-from gpt2lab import corpus, tokenizer
+from gpt2lab.engine import corpus
+from gpt2lab.engine import tokenizer
 
 
 def test_reference_sentence(no_network):

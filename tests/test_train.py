@@ -11,16 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt2lab import checkpoint, dist
-from gpt2lab.cli import main
-from gpt2lab.config import get_preset
-from gpt2lab.data import ShardLoader
-from gpt2lab.errors import RunStopped, TrainingDiverged, UserError
-from gpt2lab.knobs import Knobs, build
-from gpt2lab.model import GPT, get_config
-from gpt2lab.prepare import prepare
-from gpt2lab.step import capture_gradients
-from gpt2lab.train import Trainer, read_log, train
+from gpt2lab.run import checkpoint
+from gpt2lab.base import dist
+from gpt2lab.cli.main import main
+from gpt2lab.run.config import get_preset
+from gpt2lab.engine.data import ShardLoader
+from gpt2lab.base.errors import RunStopped, TrainingDiverged, UserError
+from gpt2lab.engine.knobs import Knobs, build
+from gpt2lab.engine.model import GPT, get_config
+from gpt2lab.engine.prepare import prepare
+from gpt2lab.engine.step import capture_gradients
+from gpt2lab.run.train import Trainer, read_log, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -293,7 +294,7 @@ def test_two_node_launch_on_loopback(shakespeare, tmp_path):
 
 
 def test_hellaswag_is_logged_at_eval_steps(shakespeare, tmp_path, capsys):
-    from gpt2lab import hellaswag
+    from gpt2lab.run import hellaswag
 
     cfg = tiny(shakespeare, max_steps=4, hellaswag_every=2, hellaswag_limit=8,
                hellaswag_data=str(hellaswag.sample_path()), val_every=0, sample_every=0)
@@ -301,7 +302,7 @@ def test_hellaswag_is_logged_at_eval_steps(shakespeare, tmp_path, capsys):
     logged = read_log(tmp_path, "hellaswag")
     assert [r["step"] for r in logged] == [0, 2, 3]
     assert all(r["n"] == 8 and 0 <= r["correct_norm"] <= 8 and r["acc_norm"] == r["correct_norm"] / 8 for r in logged)
-    from gpt2lab.stats import format_accuracy
+    from gpt2lab.base.stats import format_accuracy
 
     printed = capsys.readouterr().out  # the console line carries the 95% interval and the chance level
     assert f"hellaswag acc_norm {format_accuracy(logged[0]['correct_norm'], 8, chance=0.25)}" in printed
@@ -345,7 +346,7 @@ def test_resumed_runs_equal_a_straight_run_whatever_allowed_flags_they_carry(sha
               ["--stop-after", "4", "--log-every", "3", "--checkpoint-every", "1", "--keep-checkpoints", "2",
                "--val-steps", "1", "--hellaswag-every", "2", "--hellaswag-limit", "4", "--sample-prompt", "To be"],
               []]
-    from gpt2lab import hellaswag
+    from gpt2lab.run import hellaswag
 
     pieces[1] += ["--hellaswag-data", str(hellaswag.sample_path())]
     for flags in pieces:

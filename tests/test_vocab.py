@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from gpt2lab import vocab as V
-from gpt2lab.knobs import padded_vocab_size
-from gpt2lab.model import GPTConfig
+from gpt2lab.lessons import vocab as V
+from gpt2lab.engine.knobs import padded_vocab_size
+from gpt2lab.engine.model import GPTConfig
 
 
 def test_power_of_two_factor():
@@ -26,7 +26,7 @@ def test_head_matmul_sweep_times_each_width_round_robin():
 
 
 def test_fast_dtype_on_cpu_follows_the_bf16_instructions():
-    from gpt2lab.hardware import cpu_bf16_instructions
+    from gpt2lab.base.hardware import cpu_bf16_instructions
 
     assert V.fast_dtype("cpu") == (torch.bfloat16 if cpu_bf16_instructions() else torch.float32)
 

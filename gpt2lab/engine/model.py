@@ -1,0 +1,274 @@
+"""GPT-2, in one readable file.
+
+The architecture is OpenAI's GPT-2 as released in their TensorFlow code and on the Hugging Face hub:
+token + position embeddings, pre-LayerNorm transformer blocks, causal self-attention with one fused
+`c_attn` projection, a tanh-GELU MLP, a final LayerNorm, and an output head tied to the token embedding.
+Parameter names match Hugging Face's `GPT2LMHeadModel` so pretrained weights load by name.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ATTN_IMPLS = ("naive", "flash")
+# "full": every logit, then cross-entropy; "chunked": head + loss fused in chunks (gpt2lab.engine.losses), the logits
+# never exist whole; "liger": Liger-Kernel's fused Triton kernel (CUDA only, the optional `fast` extra).
+LOSS_IMPLS = ("full", "chunked", "liger")
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    block_size: int = 1024  # longest sequence (number of position embeddings)
+    vocab_size: int = 50257  # 50,000 BPE merges + 256 byte tokens + <|endoftext|>
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    attn: str = "flash"  # "naive": explicit masked softmax; "flash": F.scaled_dot_product_attention
+    loss: str = "full"  # how forward(idx, targets) computes the loss: one of LOSS_IMPLS
+    # Dropout on the embeddings and on what each attention and MLP block adds to the residual stream, in training
+    # only. The video's run uses none: one pass over 10B tokens cannot memorize. A small model going several times
+    # over Tiny Shakespeare's 300k tokens does, and dropout narrows the gap between its train and val loss.
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        for field in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, field) <= 0:
+                raise ValueError(f"GPTConfig.{field} must be positive, got {getattr(self, field)}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
+                "each head gets n_embd // n_head channels"
+            )
+        if self.attn not in ATTN_IMPLS:
+            raise ValueError(f"attn must be one of {ATTN_IMPLS}, got {self.attn!r}")
+        if self.loss not in LOSS_IMPLS:
+            raise ValueError(f"loss must be one of {LOSS_IMPLS}, got {self.loss!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+# Named model shapes. The four GPT-2 sizes are OpenAI's; the small ones exist so the same code
+# trains in minutes on a laptop CPU (and in seconds in tests).
+PRESETS: dict[str, GPTConfig] = {
+    "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768),  # 124M
+    "gpt2-medium": GPTConfig(n_layer=24, n_head=16, n_embd=1024),  # 350M
+    "gpt2-large": GPTConfig(n_layer=36, n_head=20, n_embd=1280),  # 774M
+    "gpt2-xl": GPTConfig(n_layer=48, n_head=25, n_embd=1600),  # 1558M
+    "cpu-small": GPTConfig(block_size=256, n_layer=4, n_head=4, n_embd=96),
+    "cpu-shakespeare": GPTConfig(block_size=256, n_layer=4, n_head=4, n_embd=64),  # cpu-tiny-shakespeare's model
+    "cpu-tiny": GPTConfig(block_size=128, n_layer=2, n_head=2, n_embd=64),
+    "test": GPTConfig(block_size=32, vocab_size=512, n_layer=2, n_head=2, n_embd=32),
+}
+
+
+def get_config(name: str, **overrides) -> GPTConfig:
+    """A named preset with optional field overrides, e.g. get_config("gpt2", vocab_size=50304)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; available: {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **overrides)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.attn = config.attn
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k, v for all heads at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.c_proj.RESIDUAL_SCALE = True  # see GPT._init_weights
+        self.resid_drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, n_head, T, head_dim): heads become a batch dimension
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.attn == "flash":
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+            future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
+            att = att.masked_fill(future, float("-inf")).softmax(dim=-1)
+            y = att @ v
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
+        return self.resid_drop(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.gelu = nn.GELU(approximate="tanh")  # GPT-2 used the tanh approximation
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.c_proj.RESIDUAL_SCALE = True
+        self.resid_drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.resid_drop(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # pre-LayerNorm: the residual stream itself is never normalized, so gradients flow straight through
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),  # no weights: the state dict is Hugging Face's, as before
+                h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+                ln_f=nn.LayerNorm(config.n_embd),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying (as in GPT-2): the output head and the token embedding are one matrix.
+        self.transformer.wte.weight = self.lm_head.weight
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # GPT-2's init: N(0, 0.02) everywhere; projections that write into the residual stream are scaled
+        # by 1/sqrt(2 * n_layer) because each layer adds two of them and the stream's variance grows.
+        if isinstance(module, nn.Linear):
+            std = 0.02
+            if getattr(module, "RESIDUAL_SCALE", False):
+                std *= (2 * self.config.n_layer) ** -0.5
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count, the tied head counted once. non_embedding drops wpe (and wte, which is the head)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def _check_input(self, idx: torch.Tensor) -> None:
+        if idx.dim() != 2:
+            raise ValueError(f"idx must be a (batch, time) tensor of token ids, got shape {tuple(idx.shape)}")
+        T = idx.size(1)
+        if T > self.config.block_size:
+            raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
+        if idx.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"idx must hold integer token ids, got dtype {idx.dtype}")
+        if idx.numel() and idx.device.type != "meta" and (int(idx.max()) >= self.config.vocab_size or int(idx.min()) < 0):
+            raise ValueError(
+                f"token ids must lie in [0, {self.config.vocab_size}); got min {int(idx.min())}, max {int(idx.max())}"
+            )
+
+    def features(self, idx: torch.Tensor) -> torch.Tensor:
+        """The final hidden states (B, T, n_embd), after ln_f: what lm_head turns into logits.
+
+        Callers that need logits at a few positions only (HellaSwag scores ending tokens) apply lm_head to
+        just those rows: at GPT-2's vocabulary the head is most of the forward pass's arithmetic."""
+        if not torch.compiler.is_compiling():  # checks that would break the compiled graph run eagerly only
+            self._check_input(idx)
+        pos = torch.arange(idx.size(1), device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for block in self.transformer.h:
+            x = block(x)
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        """Logits (B, T, vocab) and, when targets are given, the mean cross-entropy loss.
+
+        With a fused loss (config.loss "chunked" or "liger") and targets, the logits are never formed whole and
+        None is returned in their place; without targets (sampling, HellaSwag) every path returns the logits."""
+        x = self.features(idx)
+        if targets is None:
+            return self.lm_head(x), None
+        if self.config.loss == "chunked":
+            from gpt2lab.engine.losses import chunked_cross_entropy
+
+            # is_compiling() is fixed at trace time: a compiled model compiles the loss's chunk arithmetic too
+            return None, chunked_cross_entropy(x, self.lm_head.weight, targets,
+                                               compiled=torch.compiler.is_compiling())
+        if self.config.loss == "liger":
+            from gpt2lab.engine.losses import liger_cross_entropy
+
+            return None, liger_cross_entropy()(self.lm_head.weight, x.reshape(-1, x.size(-1)), targets.reshape(-1))
+        logits = self.lm_head(x)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Append `max_new_tokens` sampled tokens to each row of `idx` (B, T).
+
+        temperature 0 means greedy decoding. Pass a seeded `torch.Generator` for reproducible samples:
+        the same seed gives the same tokens, independent of the global RNG.
+        """
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        for _ in range(max_new_tokens):
+            logits, _ = self(idx[:, -self.config.block_size :])
+            logits = logits[:, -1, :].float()
+            if temperature == 0:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                probs = logits.softmax(dim=-1)
+                nxt = torch.multinomial(probs, num_samples=1, generator=generator)
+            idx = torch.cat([idx, nxt], dim=1)
+        return idx
+
+    @torch.no_grad()
+    def load_hf_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
+        """Copy a Hugging Face GPT-2 state dict into this model (transposing Conv1D weights)."""
+        # HF GPT2Model checkpoints have bare keys ("h.0..."); GPT2LMHeadModel ones are prefixed "transformer.".
+        sd = {(k if k.startswith(("transformer.", "lm_head.")) else "transformer." + k): v for k, v in sd.items()}
+        # attn.bias / attn.masked_bias are causal-mask buffers in old checkpoints, not parameters.
+        sd = {k: v for k, v in sd.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+        sd.pop("lm_head.weight", None)  # tied to wte
+        ours = self.state_dict()
+        ours.pop("lm_head.weight")
+        if set(sd) != set(ours):
+            missing, extra = sorted(set(ours) - set(sd)), sorted(set(sd) - set(ours))
+            raise ValueError(f"checkpoint does not match GPT-2: missing {missing[:5]}, unexpected {extra[:5]}")
+        # HF stores these as Conv1D, i.e. (in, out); nn.Linear wants (out, in).
+        conv1d = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
+        for k, v in sd.items():
+            v = v.t() if k.endswith(conv1d) else v
+            dst = ours[k]
+            if k == "transformer.wte.weight":
+                dst[: v.size(0)].copy_(v)  # padded rows keep their init; no real token ever hits them
+            elif k == "transformer.wpe.weight":
+                dst.copy_(v[: dst.size(0)])
+            elif dst.shape != v.shape:
+                raise ValueError(f"shape mismatch for {k}: checkpoint {tuple(v.shape)}, model {tuple(dst.shape)}")
+            else:
+                dst.copy_(v)
+

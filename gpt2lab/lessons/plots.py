@@ -1,0 +1,57 @@
+"""Figures the book shows, built from run logs and configs (so a notebook only calls them)."""
+
+from __future__ import annotations
+
+from gpt2lab.run.config import TrainConfig
+from gpt2lab.engine.optim import lr_at
+from gpt2lab.run.train import read_log
+
+
+def plot_schedule(configs: dict[str, TrainConfig]):
+    """Learning rate against step, one panel per named config."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(configs), figsize=(4.5 * len(configs), 3), squeeze=False)
+    for ax, (name, cfg) in zip(axes[0], configs.items()):
+        steps = range(0, cfg.max_steps + 1, max(1, cfg.max_steps // 500))
+        ax.plot(list(steps), [lr_at(s, cfg.optim()) for s in steps])
+        ax.axvline(cfg.warmup_steps, color="grey", ls=":", lw=1)
+        ax.set(title=name, xlabel="step", ylabel="learning rate")
+    fig.tight_layout()
+    return fig
+
+
+def plot_losses(out_dir, baselines: dict[str, float] | None = None, title: str = "training run"):
+    """Train loss per step, val loss at its evaluations, and a dashed line per named baseline."""
+    import matplotlib.pyplot as plt
+
+    train, val = read_log(out_dir, "train"), read_log(out_dir, "val")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=1, alpha=0.7, label="train loss")
+    ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="val loss")
+    for (name, value), color in zip((baselines or {}).items(), ("red", "purple", "grey")):
+        ax.axhline(value, color=color, ls="--", lw=1, label=f"{name} {value:.2f}")
+    ax.set(xlabel="step", ylabel="loss (nats/token)", title=title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def run_table(out_dir) -> str:
+    """A compact text table of a run: one row per validation (taken before that step trains), with the train
+    loss, gradient norm and step time averaged over the steps since the previous validation.
+
+    Easier to read on a page than the trainer's line per step (which `log.jsonl` keeps in full)."""
+    train, val = read_log(out_dir, "train"), read_log(out_dir, "val")
+    rows = [f"{'step':>6} {'train loss':>10} {'val loss':>9} {'lr':>9} {'grad norm':>9} {'ms/step':>8}"]
+    start = 0
+    for v in val:
+        window = [r for r in train if start <= r["step"] < v["step"]]
+        start = v["step"]
+        if not window:
+            rows.append(f"{v['step']:>6} {'-':>10} {v['val_loss']:>9.4f}")
+            continue
+        mean = lambda key: sum(r[key] for r in window) / len(window)  # noqa: E731
+        rows.append(f"{v['step']:>6} {mean('loss'):>10.4f} {v['val_loss']:>9.4f} {window[-1]['lr']:>9.2e} "
+                    f"{mean('grad_norm'):>9.3f} {mean('ms'):>8.1f}")
+    return "\n".join(rows)

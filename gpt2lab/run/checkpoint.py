@@ -1,0 +1,154 @@
+"""Checkpoints: everything needed to continue a run exactly, written so a crash never leaves a torn file.
+
+A run folder holds step-numbered checkpoints `step_000500.pt`, ... and a small text file `latest` naming
+the newest complete one. Each checkpoint is written atomically (gpt2lab.base.atomic) *before* `latest` is
+switched to it, so `latest` always names a whole file: a full disk or a crash mid-write leaves the previous
+checkpoint and pointer as they were. Only the newest `keep` checkpoints are kept.
+
+Saved as a plain dict of tensors, numbers, strings, lists and dicts, so `torch.load(weights_only=True)`
+can read it: loading a checkpoint never runs pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from gpt2lab.base import atomic, checks
+from gpt2lab.base.errors import UserError, one_line
+
+POINTER = "latest"  # a text file naming the newest complete checkpoint
+LEGACY = "latest.pt"  # what run folders held before step-numbered checkpoints
+_STEP_FILE = re.compile(r"step_(\d+)\.pt")
+
+
+def step_path(folder: str | os.PathLike, step: int) -> Path:
+    return Path(folder) / f"step_{step:06d}.pt"
+
+
+def saved_steps(folder: str | os.PathLike) -> list[int]:
+    """Steps of the step-numbered checkpoints in `folder`, oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _STEP_FILE.fullmatch(p.name)))
+
+
+def latest(folder: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint in a run folder, or None if it holds none."""
+    folder = Path(folder)
+    pointer = folder / POINTER
+    if pointer.is_file():
+        path = folder / pointer.read_text().strip()
+        if not path.is_file():
+            raise UserError(f"{pointer} names {path.name}, which is missing; point it at one of "
+                            f"{[step_path(folder, s).name for s in saved_steps(folder)] or 'no checkpoints'}")
+        return path
+    return folder / LEGACY if (folder / LEGACY).is_file() else None
+
+
+def save(state: dict, folder: str | os.PathLike, keep: int = 0) -> Path:
+    """Write `state` as the checkpoint of step `state["step"]`, point `latest` at it, and keep only the
+    newest `keep` checkpoints (0 keeps all). An OSError (disk full, ...) leaves the previous ones intact."""
+    folder = Path(folder)
+    path = step_path(folder, state["step"])
+    with atomic.atomic_write(path) as f:
+        torch.save(state, f)
+    atomic.write_text(folder / POINTER, path.name + "\n")  # switched only once the file is whole
+    if keep > 0:
+        prune(folder, keep, newest=state["step"])
+    return path
+
+
+def prune(folder: str | os.PathLike, keep: int, newest: int) -> list[Path]:
+    """Delete all but the `keep` newest checkpoints up to step `newest` (the one `latest` names); later
+    ones, left by an attempt that was then resumed from an earlier step, are overwritten as the run redoes
+    them. Returns what was deleted."""
+    older = [s for s in saved_steps(folder) if s <= newest]
+    doomed = [step_path(folder, s) for s in older[: max(len(older) - keep, 0)]]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return doomed
+
+
+def load(path: str | os.PathLike, map_location="cpu") -> dict:
+    """A checkpoint file, or the newest complete one of a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        found = latest(path)
+        if found is None:
+            raise UserError(f"no checkpoint in {path}")
+        path = found
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # a truncated or foreign file: say which one, not a pickle traceback
+        raise UserError(f"{path} is not a readable gpt2lab checkpoint ({unreadable_reason(path, e)})") from None
+
+
+def unreadable_reason(path: Path | None, error: Exception) -> str:
+    """Why torch.load(weights_only=True) failed, in words. Never torch's own advice to retry with
+    weights_only=False: that would run whatever code the file holds, and gpt2lab never needs it."""
+    import pickle
+    import zipfile
+
+    if path is not None and not zipfile.is_zipfile(path):
+        return "not a file written by torch.save"
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in str(error):
+        return "it holds Python objects other than tensors and plain data, which gpt2lab never saves"
+    return one_line(error if isinstance(error, OSError) else f"{type(error).__name__}: {error}")[:300]
+
+
+def peek(path: str | os.PathLike) -> dict:
+    """A checkpoint's small entries (step, configs, preset) without reading its tensors into memory."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        raise UserError(f"{path} is not a readable gpt2lab checkpoint ({unreadable_reason(path, e)})") from None
+    return {k: v for k, v in state.items() if k in ("step", "train_config", "model_config", "preset")}
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_model(path: str | os.PathLike, device="cpu"):
+    """A GPT from a training checkpoint or run folder (for evaluation and sampling)."""
+    from gpt2lab.engine.model import GPT, GPTConfig
+
+    state = load(path)
+    model = GPT(GPTConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.to(device)
+
+
+def max_param_diff(a: str | os.PathLike, b: str | os.PathLike) -> float:
+    """Largest absolute difference between the model weights of two checkpoints."""
+    sa, sb = load(a)["model"], load(b)["model"]
+    if sa.keys() != sb.keys():
+        raise UserError("the two checkpoints hold different models")
+    return max((sa[k].float() - sb[k].float()).abs().max().item() for k in sa)
+
+
+def check_input(path, option: str = "--checkpoint") -> None:
+    """A checkpoint file, or a run folder holding one: checked before any model is built."""
+    p = Path(path)
+    if p.is_dir():
+        if latest(p) is None:
+            raise UserError(f"{option} {path}: the folder holds no checkpoint")
+    else:
+        checks.input_file(p, option)
