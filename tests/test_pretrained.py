@@ -77,47 +77,15 @@ def fresh_probe(monkeypatch, tmp_path):
     """A new process's view: no decision cached, no weights variable, an empty Hugging Face cache."""
     import huggingface_hub.constants
 
+    from gpt2lab.base import hub
     from gpt2lab.engine import pretrained
 
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", pretrained.WEIGHTS_ENV):
+    for var in (*hub.OFFLINE_VARS, "HF_ENDPOINT", pretrained.WEIGHTS_ENV):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    pretrained.hub_status.cache_clear()
+    hub.forget()
     yield pretrained
-    pretrained.hub_status.cache_clear()
-
-
-def test_hf_hub_offline_is_honoured_without_touching_a_socket(fresh_probe, no_network, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert fresh_probe.hub_status() == (False, "HF_HUB_OFFLINE is set")
-
-
-def test_probe_decides_once_per_process(fresh_probe, monkeypatch):
-    calls = []
-
-    def refuse(address, timeout=None):
-        calls.append((address, timeout))
-        raise ConnectionRefusedError("refused")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    first = fresh_probe.hub_status()
-    assert first[0] is False and "huggingface.co:443" in first[1] and "refused" in first[1]
-    assert fresh_probe.hub_status() == first and len(calls) == 1
-    assert calls[0][1] == fresh_probe.PROBE_TIMEOUT_S
-
-
-def test_probe_against_a_local_endpoint(fresh_probe, monkeypatch):
-    """A listening socket on 127.0.0.1 stands in for the hub: reachable; once closed: not reachable."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    port = server.getsockname()[1]
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    assert fresh_probe.hub_status() == (True, f"127.0.0.1:{port} reachable")
-    server.close()
-    fresh_probe.hub_status.cache_clear()
-    reachable, why = fresh_probe.hub_status()
-    assert not reachable and f"127.0.0.1:{port}" in why
+    hub.forget()
 
 
 def test_offline_without_weights_fails_at_once_with_the_variable_to_set(fresh_probe, no_network):

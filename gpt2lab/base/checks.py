@@ -12,9 +12,6 @@ from pathlib import Path
 
 from gpt2lab.base.errors import UserError
 
-HF_OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-
-
 def flag(field: str) -> str:
     """The command-line spelling of a setting: max_steps -> --max-steps."""
     return "--" + field.replace("_", "-")
@@ -70,14 +67,3 @@ def input_file(path: str | os.PathLike, option: str) -> Path:
     if not os.access(path, os.R_OK):
         raise UserError(f"{option} {path}: no permission to read this file")
     return path
-
-
-def hub_unreachable(timeout: float = 2.0) -> str | None:
-    """Why the Hugging Face hub cannot be used now, or None: offline mode asked for by the environment, or no
-    connection within `timeout` seconds (the hub client would otherwise retry for half a minute)."""
-    for var in HF_OFFLINE_VARS:
-        if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
-            return f"{var}={os.environ[var]} asks for offline mode"
-    from gpt2lab.base.download import unreachable
-
-    return unreachable(os.environ.get("HF_ENDPOINT") or "https://huggingface.co", timeout=timeout)

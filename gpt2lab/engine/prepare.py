@@ -19,7 +19,8 @@ from typing import Iterator
 import numpy as np
 
 from gpt2lab.engine import data
-from gpt2lab.base.checks import hub_unreachable, output_folder
+from gpt2lab.base.checks import output_folder
+from gpt2lab.base.hub import hub_unreachable
 from gpt2lab.engine.corpus import CORPORA, corpus_path
 from gpt2lab.base.download import cache_dir
 from gpt2lab.base.errors import UserError

@@ -1,9 +1,9 @@
 """OpenAI's GPT-2 weights: where they come from, and Hugging Face's own implementation beside ours.
 
 Weights for `gpt2` are looked for in this order: a local folder named by $GPT2LAB_GPT2_WEIGHTS, the Hugging
-Face cache, the hub. Whether the hub can be reached is decided once per process and quickly (HF_HUB_OFFLINE,
-else a connection probe of about a second), so an offline machine does not spend tens of seconds in the
-hub client's retries before falling back.
+Face cache, the hub. Whether the hub can be reached is `gpt2lab.base.hub.hub_status` (the environment's offline
+switch, else one connection probe per process of about a second), so an offline machine does not spend tens of
+seconds in the hub client's retries before falling back.
 
 `reference_pair` gives both models with identical weights: OpenAI's where they can be had, otherwise
 a small randomly initialised `GPT2LMHeadModel` saved to a temporary folder, so the comparison of our
@@ -14,55 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import functools
 import os
-import socket
 import tempfile
-import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 
 from gpt2lab.base.errors import UserError
+from gpt2lab.base.hub import hub_status
 from gpt2lab.engine.model import GPT, GPTConfig
 
 WEIGHTS_ENV = "GPT2LAB_GPT2_WEIGHTS"  # a local Hugging Face folder of GPT-2 (124M): config.json + model.safetensors
 HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
-PROBE_TIMEOUT_S = 1.5
 _WEIGHT_FILES = ["config.json", "model.safetensors", "pytorch_model.bin"]
-
-
-@functools.lru_cache(maxsize=1)
-def hub_status(timeout: float = PROBE_TIMEOUT_S) -> tuple[bool, str]:
-    """(reachable, why): can this process reach the Hugging Face hub? Decided once, in about `timeout` seconds.
-
-    Honours HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE; otherwise opens one TCP connection to the hub's host
-    (HF_ENDPOINT, if set) in a thread, so that neither a slow DNS lookup nor a dropped packet can hold us longer.
-    """
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            return False, f"{var} is set"
-    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
-    outcome: list[str] = []
-
-    def probe():
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            outcome.append("")
-        except Exception as e:  # DNS failure, refused, unreachable, or sockets forbidden (tests)
-            outcome.append(f"{type(e).__name__}: {e}")
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout + 0.5)
-    if not outcome:
-        return False, f"no answer from {host}:{port} within {timeout:.1f} s"
-    if outcome[0]:
-        return False, f"cannot connect to {host}:{port} ({outcome[0]})"
-    return True, f"{host}:{port} reachable"
 
 
 def local_weights() -> Path | None:
