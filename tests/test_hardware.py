@@ -41,6 +41,22 @@ def test_hardware_record_reports_cpu_bf16_support(monkeypatch, tmp_path):
     assert record["cpu"] == "Test CPU" and record["cpu_bf16"] == ["avx512_bf16"]
     info.write_text("model name\t: Old CPU\nflags\t\t: fpu avx2\n")
     assert hardware.cpu_bf16_instructions() == []
+    info.unlink()  # no /proc/cpuinfo (macOS, Windows): unknown
+    assert hardware.cpu_bf16_instructions() is None and hardware.cpu_bf16_native() is False
+
+
+@pytest.mark.parametrize("instructions, native", [(["amx_bf16", "avx512_bf16"], True), ([], False), (None, False)])
+def test_every_bf16_choice_reads_the_cpu_the_same_way(monkeypatch, instructions, native):
+    """Unknown counts as no bf16 everywhere: the book's cpu scale, the full run's knobs and the head's dtype."""
+    from gpt2lab.engine.knobs import fastest_for
+    from gpt2lab.lessons.scale import pick_scale
+    from gpt2lab.lessons.vocab import fast_dtype
+
+    monkeypatch.setattr(hardware, "cpu_bf16_instructions", lambda: instructions)
+    assert hardware.cpu_bf16_native() is native
+    assert ("autocast" not in pick_scale({"GPT2LAB_SCALE": "cpu"}).train_overrides) is native
+    assert (fastest_for("cpu", allow_compile=False)[0].autocast == "bf16") is native
+    assert (fast_dtype("cpu") == torch.bfloat16) is native
 
 
 

@@ -56,6 +56,14 @@ def cpu_bf16_instructions() -> list[str] | None:
     return sorted(f for f in flags.split() if f in ("avx512_bf16", "amx_bf16", "avx_ne_convert"))
 
 
+def cpu_bf16_native() -> bool:
+    """Does this CPU do bf16 arithmetic natively? The one reading of `cpu_bf16_instructions` that choices use.
+
+    Unknown (not Linux) counts as no: fp32 is correct everywhere, and bf16 emulated in software is slower than
+    fp32, so bf16 is chosen only where the instructions are seen."""
+    return bool(cpu_bf16_instructions())
+
+
 def hardware_record(device: torch.device | str) -> dict:
     """What a timing means nothing without: device, software versions, CPU and thread count."""
     device = torch.device(device)

@@ -315,12 +315,12 @@ def build(
 def fastest_for(device: torch.device | str, allow_compile: bool = True) -> tuple[Knobs, list[str]]:
     """The trainer's default rung for this device (`default_rung`) with each knob this device cannot use well
     (or, for compile, that the caller rules out) turned off, plus one note per knob turned off saying why."""
-    from gpt2lab.base.hardware import cpu_bf16_instructions
+    from gpt2lab.base.hardware import cpu_bf16_native
 
     device = torch.device(device)
     knobs, notes = RUNGS[default_rung(device)].knobs, []
     if knobs.autocast == "bf16":
-        if device.type == "cpu" and cpu_bf16_instructions() == []:
+        if device.type == "cpu" and not cpu_bf16_native():
             knobs, notes = replace(knobs, autocast="none"), notes + ["bf16 off: this CPU has no bf16 instructions"]
         elif device.type == "cuda" and not torch.cuda.is_bf16_supported():
             knobs, notes = replace(knobs, autocast="none"), notes + ["bf16 off: this GPU has no bf16 support"]

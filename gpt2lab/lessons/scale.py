@@ -66,6 +66,6 @@ def pick_scale(env: dict | None = None) -> Scale:
 
 
 def _cpu_lacks_bf16() -> bool:
-    from gpt2lab.base.hardware import cpu_bf16_instructions
+    from gpt2lab.base.hardware import cpu_bf16_native
 
-    return cpu_bf16_instructions() == []
+    return not cpu_bf16_native()

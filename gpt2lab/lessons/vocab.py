@@ -36,9 +36,9 @@ def fast_dtype(device: torch.device | str) -> torch.dtype:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    from gpt2lab.base.hardware import cpu_bf16_instructions
+    from gpt2lab.base.hardware import cpu_bf16_native
 
-    return torch.bfloat16 if cpu_bf16_instructions() else torch.float32
+    return torch.bfloat16 if cpu_bf16_native() else torch.float32
 
 
 # ------------------------------------------------------------------------------------------ the staircase
