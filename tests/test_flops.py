@@ -2,7 +2,7 @@
 
 import pytest
 
-from gpt2lab.measure.flops import counted_flops_per_token, flops_per_token, gpt2_operations, matmul_dtype, mfu
+from gpt2lab.measure.flops import counted_flops_per_token, flops_per_token, gpt2_operations, mfu
 from gpt2lab.base.hardware import peak_flops
 from gpt2lab.engine.model import get_config
 
@@ -33,10 +33,12 @@ def test_counted_flops_match_the_closed_form(model, batch, seq):
 
 
 def test_mfu_and_matmul_dtype():
-    from gpt2lab.engine.knobs import RUNGS
+    from gpt2lab.engine.knobs import RUNGS, Knobs
 
     assert mfu(1000.0, 6e9, 1e13) == pytest.approx(0.6)
-    assert [matmul_dtype(RUNGS[n].knobs) for n in ("fp32", "tf32", "bf16", "fused_adamw")] == ["fp32", "tf32", "bf16", "bf16"]
+    assert [RUNGS[n].knobs.matmul_dtype for n in ("fp32", "tf32", "bf16", "fused_adamw")] == ["fp32", "tf32", "bf16", "bf16"]
+    assert RUNGS["fp8"].knobs.matmul_dtype == "fp8"  # the blocks' matmuls, though autocast is bf16
+    assert Knobs(autocast="fp16", matmul_precision="high").matmul_dtype == "fp16"
 
 
 def test_roofline_places_gpt2_operations():

@@ -45,6 +45,16 @@ class Knobs:
     def describe(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.__dict__.items())
 
+    @property
+    def matmul_dtype(self) -> str:
+        """The dtype the big matmuls run in under these knobs (fp32|tf32|bf16|fp16|fp8): which peak FLOP/s
+        (`gpt2lab.base.hardware.peak_flops`) their MFU is measured against."""
+        if self.fp8:  # the blocks' matmuls; the head stays in the autocast dtype
+            return "fp8"
+        if self.autocast != "none":
+            return self.autocast
+        return "tf32" if self.matmul_precision == "high" else "fp32"
+
 
 @dataclass(frozen=True)
 class Rung:
@@ -65,6 +75,11 @@ class Rung:
     guard_atol: float = 0.02
     guard_rtol: float = 0.02
     batch: int | None = None  # a micro-batch size of its own; None: the ladder's
+    # May the trainer default to it? Only if it is correct for long runs, not just for a benchmark's steps.
+    trainer_safe: bool = True
+    # Device types it runs on but was measured slower on than the rung before it: the trainer's default stops
+    # short of it there (the ladder still times it everywhere).
+    slower_on: tuple[str, ...] = ()
 
 
 def _ladder(*steps: tuple) -> dict[str, Rung]:
@@ -95,6 +110,9 @@ RUNGS: dict[str, Rung] = _ladder(
     ("fused_adamw", {"fused_adamw": True}, "torch.optim.AdamW(params, fused=True)",
      "one kernel updates every parameter instead of a handful of kernels per tensor", 10),
     # Past the video (chapter 14).
+    # max_autotune on a CPU: chapter 14 at smoke scale on the 2-core development machine (AMD EPYC, torch
+    # 2.13.0+cpu, 2026-11-26) measured 862 ms/step against fused_ce's 21.6 (results/past-the-video-smoke-cpu.txt);
+    # at cpu scale 19.8 s against 12.8 s under heavy load.
     ("fused_ce", {"loss": "chunked"}, "loss = chunked_cross_entropy(x, lm_head.weight, targets)",
      "the head and the loss run in chunks of rows: the (B*T x vocab) logits, their float32 copy and their "
      "gradient never exist whole, which saves memory traffic and makes room for a bigger batch", 14),
@@ -104,44 +122,41 @@ RUNGS: dict[str, Rung] = _ladder(
     ("max_autotune", {"compile_mode": "max-autotune-no-cudagraphs"},
      'model = torch.compile(model, mode="max-autotune-no-cudagraphs")',
      "at compile time inductor benchmarks several kernels (Triton templates, cuBLAS) for each matmul shape "
-     "and keeps the fastest", 14),
+     "and keeps the fastest", 14, {"slower_on": ("cpu",)}),
+    # A benchmark setting, not a trainer default: the trainer has its own --batch-size.
     ("batch64", {}, "B = 64  # the video's final micro-batch",
      "four times the rows per matmul for the same weights read: the memory fused_ce frees buys fuller kernels "
-     "and a quarter of the per-step overhead per token", 14, {"batch": 64}),
+     "and a quarter of the per-step overhead per token", 14, {"batch": 64, "trainer_safe": False}),
     # e4m3 keeps 3 mantissa bits to bf16's 7, so its rounding is 16x coarser (torchao scales each tensor so its
     # largest value fits). Not yet measured on fp8 hardware by this project: the guard is widened by half (the
     # bf16 guard's 0.02 + 0.02 * loss, about 0.16 at loss 7, becomes 0.03 + 0.03 * loss, about 0.24), still
     # below what a broken rung moves the loss by (tenths to whole units).
     ("fp8", {"fp8": True}, "convert_to_float8_training(model.transformer.h)  # torchao",
      "the blocks' Linear layers multiply in float8 on fp8 tensor cores, at twice the bf16 rate", 14,
-     {"guard_atol": 0.03, "guard_rtol": 0.03}),
+     # opt-in for training until its loss curve has been compared with bf16's over a real run
+     {"guard_atol": 0.03, "guard_rtol": 0.03, "trainer_safe": False}),
 )
 # The video's ladder (chapters 4-10): what `--rungs video` times; "all" adds the rungs past the video.
 VIDEO_RUNGS = tuple(name for name, rung in RUNGS.items() if rung.chapter <= 10)
-# The rungs the trainer may default to: correct for long runs, not just for a benchmark's steps. batch64 is a
-# benchmark setting (the trainer has its own --batch-size); fp8 stays opt-in until its loss curve has been
-# compared with bf16's over a real run.
-TRAINER_SAFE = ("fp32", "tf32", "bf16", "compile", "flash", "vocab50304", "fused_adamw", "fused_ce", "max_autotune")
+# Views of the registry's `trainer_safe` and `slower_on` fields, for reading: the rungs the trainer may default
+# to, and per device type the rungs measured slower there.
+TRAINER_SAFE = tuple(name for name, rung in RUNGS.items() if rung.trainer_safe)
+SLOWER_ON: dict[str, tuple[str, ...]] = {
+    device: tuple(name for name, rung in RUNGS.items() if device in rung.slower_on)
+    for device in sorted({d for rung in RUNGS.values() for d in rung.slower_on})
+}
 # The trainer's rung unless told otherwise: "auto", resolved by `resolve_rung` once the device is known.
 DEFAULT_RUNG = "auto"
 
 
-# Rungs that run on a device type but were measured slower there than the rung before them, so the trainer's
-# default stops short of them. CPU max-autotune: chapter 14 at smoke scale on the 2-core development machine
-# (AMD EPYC, torch 2.13.0+cpu, 2026-11-26) measured 862 ms/step against fused_ce's 21.6 (results/past-the-video-
-# smoke-cpu.txt); at cpu scale 19.8 s against 12.8 s under heavy load. The ladder still times them everywhere.
-SLOWER_ON: dict[str, tuple[str, ...]] = {"cpu": ("max_autotune",)}
-
-
 def default_rung(device: torch.device | str) -> str:
-    """The fastest trainer-safe rung this hardware runs: the last one on the ladder with no unsupported reason
-    that is not known to be slower on this device type."""
+    """The one rule for the trainer's default: the last trainer-safe rung on the ladder that this device runs
+    (no unsupported reason) and that is not known to be slower on this device type. `resolve_rung("auto")` and
+    `fastest_for` both start from it."""
     device = torch.device(device)
     best = "fp32"
-    for name in TRAINER_SAFE:
-        if name in SLOWER_ON.get(device.type, ()):
-            continue
-        if unsupported_reason(RUNGS[name].knobs, device) is None:
+    for name, rung in RUNGS.items():
+        if rung.trainer_safe and device.type not in rung.slower_on and unsupported_reason(rung.knobs, device) is None:
             best = name
     return best
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import torch
 
-from gpt2lab.engine.knobs import Knobs
 from gpt2lab.engine.model import GPT, GPTConfig
 
 
@@ -50,15 +49,6 @@ def counted_flops_per_token(config: GPTConfig, batch: int, seq: int) -> float:
             _, loss = model(x, x)
             loss.backward()
     return counter.get_total_flops() / (batch * seq)
-
-
-def matmul_dtype(knobs: Knobs) -> str:
-    """The dtype the big matmuls run in under these knobs, for looking up the peak FLOP/s."""
-    if knobs.fp8:  # the blocks' matmuls; the head stays in the autocast dtype
-        return "fp8"
-    if knobs.autocast != "none":
-        return knobs.autocast
-    return "tf32" if knobs.matmul_precision == "high" else "fp32"
 
 
 def mfu(tokens_per_s: float, flops_per_tok: float, peak: float) -> float:

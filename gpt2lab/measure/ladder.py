@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from gpt2lab.measure.flops import flops_per_token, matmul_dtype, mfu
+from gpt2lab.measure.flops import flops_per_token, mfu
 from gpt2lab.base.hardware import best_peak_flops, hardware_record, peak_flops
 from gpt2lab.engine.knobs import RUNGS, VIDEO_RUNGS, Knobs, Rung, build, get_rung, keep_freed_memory, matmul_precision, unsupported_reason
 from gpt2lab.engine.model import GPT, GPTConfig, get_config
@@ -362,7 +362,7 @@ def _summarize(r: RungResult, fpt: float, peak_tflops: float | None) -> None:
     name = r.hardware["device_name"]
     on_gpu = r.hardware["device"] == "cuda"
     peak = peak_tflops * 1e12 if peak_tflops is not None else (
-        peak_flops(name, matmul_dtype(Knobs(**r.knobs))) if on_gpu else None)
+        peak_flops(name, Knobs(**r.knobs).matmul_dtype) if on_gpu else None)
     best = peak_tflops * 1e12 if peak_tflops is not None else (best_peak_flops(name) if on_gpu else None)
     if peak:
         r.peak_tflops, r.mfu = peak / 1e12, mfu(r.tokens_per_s, fpt, peak)
