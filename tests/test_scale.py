@@ -1,7 +1,7 @@
 import pytest
 
 from gpt2lab.run.config import PRESETS as TRAIN_PRESETS
-from gpt2lab.engine.model import PRESETS as MODEL_PRESETS
+from gpt2lab.engine.model import SHAPES
 from gpt2lab.lessons.scale import SCALES, pick_scale
 
 
@@ -40,5 +40,5 @@ def test_unknown_scale_is_refused():
 @pytest.mark.parametrize("name", list(SCALES))
 def test_scales_name_real_presets(name):
     s = SCALES[name]
-    assert s.train_preset in TRAIN_PRESETS and s.bench_preset in MODEL_PRESETS
+    assert s.train_preset in TRAIN_PRESETS and s.bench_preset in SHAPES
     assert TRAIN_PRESETS[s.train_preset].device == s.device

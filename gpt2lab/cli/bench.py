@@ -15,7 +15,7 @@ from gpt2lab.base.errors import UserError
 from gpt2lab.base.hardware import resolve_device
 from gpt2lab.engine.knobs import RUNGS
 from gpt2lab.measure.ladder import DEFAULT_SEED, append_jsonl, check_settings, resolve_rungs, run_ladder
-from gpt2lab.engine.model import PRESETS, get_config
+from gpt2lab.engine.model import SHAPES, get_config
 from gpt2lab.measure.report import ladder_table, plot_ladder
 
 # On a GPU, the video's setting. On a CPU, a small model and batch so all rungs, including the cold
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         return f"{GPU_DEFAULTS[name]} on CUDA, {CPU_DEFAULTS[name]} on CPU"
 
     parser.add_argument("--model", "--preset", dest="model", metavar="MODEL",
-                        help=f"model shape: {', '.join(PRESETS)} (default: {both('model')})")
+                        help=f"model shape: {', '.join(SHAPES)} (default: {both('model')})")
     parser.add_argument("--rungs", default="all",
                         help=f"'all', 'video' (the video's rungs, chapters 4-10) or a comma list of: {','.join(RUNGS)}")
     parser.add_argument("--batch-size", "--batch", dest="batch_size", type=int, metavar="B",
@@ -68,8 +68,8 @@ def run(args) -> int:
     device = resolve_device(args.device)
     defaults = GPU_DEFAULTS if device.type == "cuda" else CPU_DEFAULTS
     model = args.model or defaults["model"]
-    if model not in PRESETS:
-        raise UserError(f"--model {model}: unknown model; choose one of {', '.join(PRESETS)}")
+    if model not in SHAPES:
+        raise UserError(f"--model {model}: unknown model; choose one of {', '.join(SHAPES)}")
     config = get_config(model)
     given = {k: getattr(args, k) for k in ("batch_size", "seq_len", "steps", "warmup")}
     opts = {k: defaults[k] if v is None else v for k, v in given.items()}

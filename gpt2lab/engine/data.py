@@ -26,7 +26,7 @@ import torch
 from gpt2lab.base import atomic
 from gpt2lab.base.download import sha256_file
 from gpt2lab.base.errors import UserError
-from gpt2lab.engine.tokenizer import EOT_ID
+from gpt2lab.engine.tokenizer import EOT_ID, VOCAB_SIZE
 
 MANIFEST = "manifest.json"
 FORMAT = "gpt2lab-shards-v1"
@@ -219,7 +219,7 @@ def unigram_baseline(folder) -> float:
     """Validation loss (nats/token) of the best model that ignores context: each token predicted with its
     training-split frequency (add-one smoothed over GPT-2's vocabulary). A trained GPT must beat it."""
     manifest = read_manifest(folder)
-    counts = np.ones(50257, dtype=np.float64)  # add-one smoothing: unseen tokens keep non-zero probability
+    counts = np.ones(VOCAB_SIZE, dtype=np.float64)  # add-one smoothing: unseen tokens keep non-zero probability
     val = []
     for entry in manifest["shards"]:
         tokens = open_shard(Path(folder), entry, verify=False)
@@ -239,7 +239,7 @@ def bigram_baseline(folder, discount: float = 0.75) -> float:
     and no network: the yardstick for what one token of context is worth on this corpus."""
     if not 0 < discount < 1:
         raise ValueError(f"discount must be between 0 and 1, got {discount}")
-    vocab = 50257
+    vocab = VOCAB_SIZE
     manifest = read_manifest(folder)
     unigram = np.ones(vocab, dtype=np.float64)
     train_pairs, val_pairs = [], []

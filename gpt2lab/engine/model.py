@@ -52,9 +52,9 @@ class GPTConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
-# Named model shapes. The four GPT-2 sizes are OpenAI's; the small ones exist so the same code
-# trains in minutes on a laptop CPU (and in seconds in tests).
-PRESETS: dict[str, GPTConfig] = {
+# Named model shapes (`--model`; not the run presets of gpt2lab.run.config). The four GPT-2 sizes are OpenAI's;
+# the small ones exist so the same code trains in minutes on a laptop CPU (and in seconds in tests).
+SHAPES: dict[str, GPTConfig] = {
     "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768),  # 124M
     "gpt2-medium": GPTConfig(n_layer=24, n_head=16, n_embd=1024),  # 350M
     "gpt2-large": GPTConfig(n_layer=36, n_head=20, n_embd=1280),  # 774M
@@ -68,9 +68,9 @@ PRESETS: dict[str, GPTConfig] = {
 
 def get_config(name: str, **overrides) -> GPTConfig:
     """A named preset with optional field overrides, e.g. get_config("gpt2", vocab_size=50304)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown model preset {name!r}; available: {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
+    if name not in SHAPES:
+        raise ValueError(f"unknown model preset {name!r}; available: {', '.join(SHAPES)}")
+    return replace(SHAPES[name], **overrides)
 
 
 class CausalSelfAttention(nn.Module):

@@ -23,7 +23,7 @@ class Scale:
     device: str
     train_preset: str  # a gpt2lab.run.config preset for the first real training run
     train_overrides: dict = field(default_factory=dict)
-    bench_preset: str = "gpt2"  # a gpt2lab.engine.model preset for the speed ladder
+    bench_preset: str = "gpt2"  # a model shape (gpt2lab.engine.model.SHAPES) for the speed ladder
     bench_batch: int = 16
     bench_seq: int = 1024
     bench_steps: int = 10

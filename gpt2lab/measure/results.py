@@ -65,7 +65,7 @@ class LadderRun:
 
 
 @dataclass
-class Measurement:
+class ResultsFile:
     """A results file that is not a ladder (HellaSwag scoring, data preparation, ...)."""
 
     path: Path
@@ -140,7 +140,7 @@ def hardware_table(hardware: dict) -> Table:
     return Table(["hardware", "value"], [[k, _cell(hardware[k])] for k in keys])
 
 
-def collect(root: str | Path) -> tuple[list[LadderRun], list[Measurement]]:
+def collect(root: str | Path) -> tuple[list[LadderRun], list[ResultsFile]]:
     """Every ladder run and every other measurement under `root`, sorted by path (runs in file order)."""
     root = Path(root)
     ladders, others = [], []
@@ -151,7 +151,7 @@ def collect(root: str | Path) -> tuple[list[LadderRun], list[Measurement]]:
         data = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(data, dict):
             hw = data.get("hardware") if isinstance(data.get("hardware"), dict) else None
-            others.append(Measurement(path, data, folder_note(path.parent), hw))
+            others.append(ResultsFile(path, data, folder_note(path.parent), hw))
     return ladders, others
 
 

@@ -206,9 +206,9 @@ def field_types() -> dict[str, type]:
 
 def model_presets() -> dict:
     """The model shapes a run can train: those whose vocabulary holds every GPT-2 token."""
-    from gpt2lab.engine.model import PRESETS as MODELS
+    from gpt2lab.engine.model import SHAPES
 
-    return {name: cfg for name, cfg in MODELS.items() if cfg.vocab_size >= VOCAB_SIZE}
+    return {name: cfg for name, cfg in SHAPES.items() if cfg.vocab_size >= VOCAB_SIZE}
 
 
 def choices() -> dict[str, list[str]]:

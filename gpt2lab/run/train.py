@@ -136,8 +136,6 @@ class Trainer:
             model_cfg = get_config(cfg.model, dropout=cfg.dropout)
         except ValueError as e:
             raise UserError(str(e)) from None
-        if cfg.seq_len > model_cfg.block_size:
-            raise UserError(f"seq_len {cfg.seq_len} exceeds model {cfg.model!r} block_size {model_cfg.block_size}")
         data_dir = resolve_data(cfg, self.info)
         self.train_loader = ShardLoader(data_dir, "train", cfg.batch_size, cfg.seq_len,
                                         self.info.rank, self.info.world_size, seed=cfg.seed)
