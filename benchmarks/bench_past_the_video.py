@@ -23,7 +23,8 @@ import time
 
 from gpt2lab.base.hardware import resolve_device
 from gpt2lab.engine.knobs import RUNGS
-from gpt2lab.measure.ladder import append_jsonl, run_ladder
+from gpt2lab.measure.ladder import run_ladder
+from gpt2lab.measure.records import append_jsonl
 from gpt2lab.measure.report import ladder_table
 
 GPU = dict(model="gpt2", batch_size=64, seq_len=1024, steps=20, warmup=5, reference_batch=16,

@@ -11,7 +11,8 @@ import torch
 from gpt2lab.measure import ladder as ladder_mod
 from gpt2lab.measure.flops import flops_per_token
 from gpt2lab.engine.knobs import RUNGS, Knobs
-from gpt2lab.measure.ladder import RungResult, append_jsonl, compare, load_jsonl, loss_guard, run_ladder, runs
+from gpt2lab.measure.ladder import run_ladder
+from gpt2lab.measure.records import RungResult, append_jsonl, compare, load_jsonl, loss_guard, runs
 from gpt2lab.engine.model import get_config
 from gpt2lab.measure.report import format_table
 

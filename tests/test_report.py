@@ -3,7 +3,8 @@
 import pytest
 
 from gpt2lab.engine.knobs import RUNGS
-from gpt2lab.measure.ladder import RungResult, run_ladder
+from gpt2lab.measure.ladder import run_ladder
+from gpt2lab.measure.records import RungResult
 from gpt2lab.measure.reference import LADDER_REFERENCES, PROJECT_H200_LADDER, VIDEO_A100_LADDER
 from gpt2lab.base.table import Table
 from gpt2lab.measure.report import Series, ladder_table, plot_ladder
@@ -71,7 +72,7 @@ def test_references_are_subsets_of_the_ladder():
 def test_project_h200_reference_matches_the_committed_results():
     from pathlib import Path
 
-    from gpt2lab.measure.ladder import load_jsonl
+    from gpt2lab.measure.records import load_jsonl
 
     path = Path(__file__).resolve().parents[1] / "results" / "h200-2026-11-26" / "ladder.jsonl"
     committed = {r.rung: r for r in load_jsonl(path)}

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt2lab.measure.ladder import RungResult, append_jsonl, load_jsonl
+from gpt2lab.measure.records import RungResult, append_jsonl, load_jsonl
 from gpt2lab.measure.reference import PROJECT_H200_LADDER, VIDEO_A100_LADDER
 from gpt2lab.measure import results
 

@@ -14,7 +14,8 @@ from gpt2lab.base.checks import output_file
 from gpt2lab.base.errors import UserError
 from gpt2lab.base.hardware import resolve_device
 from gpt2lab.engine.knobs import RUNGS
-from gpt2lab.measure.ladder import DEFAULT_SEED, append_jsonl, check_settings, resolve_rungs, run_ladder
+from gpt2lab.measure.ladder import DEFAULT_SEED, check_settings, resolve_rungs, run_ladder
+from gpt2lab.measure.records import append_jsonl
 from gpt2lab.engine.model import SHAPES, get_config
 from gpt2lab.measure.report import ladder_table, plot_ladder
 

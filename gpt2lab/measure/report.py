@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpt2lab.base.table import Table
-from gpt2lab.measure.ladder import RungResult
+from gpt2lab.measure.records import RungResult
 from gpt2lab.measure.reference import LADDER_REFERENCES, LadderReference
 
 
@@ -165,7 +165,7 @@ def plot_ladder(results: list[RungResult], references: tuple[LadderReference, ..
 def rung_verdict(before: RungResult, after: RungResult,
                  references: tuple[LadderReference, ...] = LADDER_REFERENCES) -> Table:
     """One change, three sources: this machine's measured step times and verdict beside the cited ones."""
-    from gpt2lab.measure.ladder import compare
+    from gpt2lab.measure.records import compare
 
     header = ["source", "workload", f"{before.rung} ms", f"{after.rung} ms", "speed-up", "verdict"]
     rows = []
@@ -192,7 +192,7 @@ def rung_verdict(before: RungResult, after: RungResult,
 
 def verdict_sentence(before: RungResult, after: RungResult) -> str:
     """The measured answer in one sentence, for the end of a rung chapter."""
-    from gpt2lab.measure.ladder import compare
+    from gpt2lab.measure.records import compare
 
     if before.skipped is not None or after.skipped is not None:
         skipped = before if before.skipped is not None else after
@@ -224,7 +224,7 @@ def sources_table(results: list[RungResult], references: tuple[LadderReference, 
 
 def step_by_step_table(results: list[RungResult], references: tuple[LadderReference, ...] = LADDER_REFERENCES) -> Table:
     """Each rung against the one before it: this machine's ratio and verdict beside each cited source's ratio."""
-    from gpt2lab.measure.ladder import compare
+    from gpt2lab.measure.records import compare
 
     refs = [Series.from_reference(r) for r in references]
     header = ["change", "here", "verdict here"] + [r.label.split(",")[0] for r in refs]

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpt2lab.measure.ladder import RungResult, load_jsonl, runs
+from gpt2lab.measure.records import RungResult, load_jsonl, runs
 from gpt2lab.measure.reference import LADDER_REFERENCES, LadderReference
 from gpt2lab.base.table import Table
 from gpt2lab.measure.report import ladder_table, plot_ladder
