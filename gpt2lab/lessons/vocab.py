@@ -110,6 +110,17 @@ class PaddedRowsHistory:
     probability: dict[str, list[float]] = field(default_factory=lambda: {"seen": [], "unseen": [], "padded": []})
 
 
+def _row_groups(data: torch.Tensor, vocab: int, padded: int) -> dict[str, torch.Tensor]:
+    """The head's rows as three masks: real tokens that are a target somewhere in `data` (seen), real tokens
+    that never are (unseen), and the padding rows past `vocab` (padded)."""
+    seen = torch.zeros(padded, dtype=torch.bool)
+    seen[data[1:].unique()] = True
+    groups = {"seen": seen, "unseen": ~seen, "padded": torch.zeros(padded, dtype=torch.bool)}
+    groups["unseen"][vocab:] = False
+    groups["padded"][vocab:] = True
+    return groups
+
+
 def padded_rows_experiment(tokens: list[int], config: GPTConfig, steps: int, batch: int, seq: int,
                            device: torch.device | str = "cpu", lr: float = 3e-3, seed: int = 0,
                            every: int = 1, progress: bool = False) -> PaddedRowsHistory:
@@ -131,12 +142,7 @@ def padded_rows_experiment(tokens: list[int], config: GPTConfig, steps: int, bat
     model = GPT(replace(config, vocab_size=padded)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
     data = torch.tensor(tokens, dtype=torch.long)
-    seen = torch.zeros(padded, dtype=torch.bool)
-    seen[data[1:].unique()] = True
-    groups = {"seen": seen, "unseen": ~seen, "padded": torch.zeros(padded, dtype=torch.bool)}
-    groups["unseen"][config.vocab_size:] = False
-    groups["padded"][config.vocab_size:] = True
-    groups = {k: g.to(device) for k, g in groups.items()}
+    groups = {k: g.to(device) for k, g in _row_groups(data, config.vocab_size, padded).items()}
 
     rng = random.Random(seed)
 
