@@ -16,11 +16,15 @@ NB_TEST_DIR := build/test-notebooks
 # cell or assert fails the build); nbval runs the rest (a chapter not yet listed in book/_toc.yml).
 TOC_FILES := $(shell sed -n 's/^[ -]*file: *//p' book/_toc.yml)
 NB_OUTSIDE_TOC := $(filter-out $(addsuffix .md,$(TOC_FILES)),$(NB_SRC))
-# The book's HellaSwag chapter reads a local copy when there is one (else it downloads and verifies).
+# The book's HellaSwag chapter reads a local copy when there is one (else it downloads and verifies, else it
+# uses the packaged 40-row sample and says so on the page).
 SHARED_HELLASWAG := $(wildcard ../shared/data/hellaswag/hellaswag_val.jsonl)
 HELLASWAG_ENV := $(if $(SHARED_HELLASWAG),GPT2LAB_HELLASWAG=$${GPT2LAB_HELLASWAG:-$(abspath $(SHARED_HELLASWAG))})
 BOOK_ARGS := --config book/_config.yml --toc book/_toc.yml
-SMOKE_ENV := GPT2LAB_SCALE=smoke GPT2LAB_CACHE=$(CURDIR)/build/cache
+# make test builds the book as a fresh clone on a plane would: no network (tests/offline/sitecustomize.py refuses
+# every connection beyond this machine, in the build and its kernels), no ../shared, no $$GPT2LAB_HELLASWAG.
+SMOKE_ENV := GPT2LAB_SCALE=smoke GPT2LAB_CACHE=$(CURDIR)/build/cache PYTHONPATH=$(CURDIR)/tests/offline \
+  GPT2LAB_HELLASWAG= GPT2LAB_GPT2_WEIGHTS=
 # make test's own build of the book (smoke scale), which the browser test reads; `make book`'s stays in book/_build.
 SMOKE_BOOK := build/smoke-book
 # JupyterLab for `make lab` (tests/test_lab.py starts the server with these same flags): local only, and the
@@ -49,11 +53,12 @@ test: $(STAMP) browser ## run all tests: pytest suite, the book at smoke scale (
 	$(if $(NB_OUTSIDE_TOC),@echo "not in book/_toc.yml (nbval runs them instead of the book build): $(NB_OUTSIDE_TOC)")
 	for f in $(NB_OUTSIDE_TOC); do $(BIN)/jupytext --quiet --to ipynb -o $(NB_TEST_DIR)/$$(basename $$f .md).ipynb $$f || exit 1; done
 	$(MAKE) --no-print-directory smoke-book
-	$(SMOKE_ENV) MPLBACKEND=Agg GPT2LAB_SITE=$(CURDIR)/$(SMOKE_BOOK)/_build/html \
+	GPT2LAB_SCALE=smoke GPT2LAB_CACHE=$(CURDIR)/build/cache MPLBACKEND=Agg GPT2LAB_SITE=$(CURDIR)/$(SMOKE_BOOK)/_build/html \
 	  $(BIN)/python -m pytest tests $(NB_TEST_DIR) --nbval-lax -p no:cacheprovider
 
 smoke-book: $(STAMP) ## build the book at smoke scale into build/smoke-book (what make test's browser test reads)
 	rm -rf $(SMOKE_BOOK)
+	$(SMOKE_ENV) $(BIN)/python -m gpt2lab.cli.precheck
 	$(SMOKE_ENV) $(BIN)/jupyter-book build . $(BOOK_ARGS) --path-output $(SMOKE_BOOK)
 
 browser: ## make sure the browser test has a Chromium (installs Debian's with apt-get when run as root)
@@ -66,6 +71,7 @@ browser: ## make sure the browser test has a Chromium (installs Debian's with ap
 	exit 1
 
 book: $(STAMP) ## execute every notebook at the default scale (GPT2LAB_SCALE to override) and build the site
+	@$(HELLASWAG_ENV) $(BIN)/python -m gpt2lab.cli.precheck
 	$(HELLASWAG_ENV) $(BIN)/jupyter-book build . $(BOOK_ARGS) --path-output book
 	@echo "Open book/_build/html/index.html"
 

@@ -89,7 +89,7 @@ def main() -> None:
     report = {
         "benchmark": "hellaswag scoring, batched vs one example per forward",
         "n_examples": len(examples),
-        "data": args.data,
+        "data": Path(args.data).name,  # the file's name: a path would be the measuring machine's
         "model": {"preset": args.model, **get_config(args.model).__dict__, "weights": "random (seed 0)"},
         "batch_size": args.batch_size,
         "bucket": args.bucket,

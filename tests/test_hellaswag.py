@@ -123,6 +123,65 @@ def test_cached_file_with_wrong_checksum(tmp_path, monkeypatch, no_network):
     assert hashlib.sha256(FIXTURE.read_bytes()).hexdigest() in msg
 
 
+@pytest.fixture
+def fresh_machine(tmp_path, monkeypatch, no_network):
+    """No $GPT2LAB_HELLASWAG and an empty cache; the download host's probe is recorded, never made."""
+    monkeypatch.delenv("GPT2LAB_HELLASWAG", raising=False)
+    monkeypatch.setenv("GPT2LAB_CACHE", str(tmp_path))
+    probes = []
+
+    def offline(url, timeout):
+        probes.append((url, timeout))
+        return "cannot reach raw.githubusercontent.com:443 (Network is unreachable)"
+
+    monkeypatch.setattr(download, "unreachable", offline)
+    return probes
+
+
+def test_find_data_falls_back_to_the_sample_offline(fresh_machine):
+    source = hellaswag.find_data(probe_timeout=2.5)
+    assert source.sample and source.path == FIXTURE
+    assert fresh_machine == [(hellaswag.OFFICIAL_URL, 2.5)]  # one quick probe, nothing downloaded
+    assert "Network is unreachable" in source.why and "$GPT2LAB_HELLASWAG" in source.why
+    assert source.label == " (40-row sample)" and len(load_examples(source.path)) == hellaswag.SAMPLE_SIZE
+
+
+def test_find_data_without_download_never_probes(fresh_machine):
+    source = hellaswag.find_data(download=False)
+    assert source.sample and fresh_machine == [] and "not downloaded" in source.why
+
+
+def test_find_data_prefers_the_variable_then_the_cache(tmp_path, fresh_machine, monkeypatch):
+    monkeypatch.setattr(hellaswag, "OFFICIAL_SHA256", hashlib.sha256(FIXTURE.read_bytes()).hexdigest())
+    cached = tmp_path / "hellaswag" / "hellaswag_val.jsonl"
+    cached.parent.mkdir()
+    cached.write_bytes(FIXTURE.read_bytes())
+    source = hellaswag.find_data()
+    assert (source.path, source.sample, source.label) == (cached, False, "") and fresh_machine == []
+    monkeypatch.setenv("GPT2LAB_HELLASWAG", str(FIXTURE))
+    assert hellaswag.find_data() == hellaswag.DataSource(FIXTURE, False, "from $GPT2LAB_HELLASWAG")
+    monkeypatch.setenv("GPT2LAB_HELLASWAG", str(tmp_path / "typo.jsonl"))
+    with pytest.raises(FileNotFoundError, match="typo.jsonl"):  # a variable naming no file is the user's error
+        hellaswag.find_data()
+
+
+def test_find_data_downloads_when_the_host_answers(tmp_path, fresh_machine, monkeypatch):
+    monkeypatch.setattr(download, "unreachable", lambda url, timeout: None)
+    monkeypatch.setattr(hellaswag, "OFFICIAL_URL", FIXTURE.as_uri())  # file:// stands in for the official URL
+    monkeypatch.setattr(hellaswag, "OFFICIAL_SHA256", hashlib.sha256(FIXTURE.read_bytes()).hexdigest())
+    source = hellaswag.find_data()
+    assert not source.sample and source.path == tmp_path / "hellaswag" / "hellaswag_val.jsonl"
+    assert source.path.read_bytes() == FIXTURE.read_bytes()
+
+
+def test_find_data_with_a_corrupt_cached_file_uses_the_sample_and_says_why(tmp_path, fresh_machine):
+    cached = tmp_path / "hellaswag" / "hellaswag_val.jsonl"
+    cached.parent.mkdir()
+    cached.write_bytes(b"not hellaswag\n")
+    source = hellaswag.find_data()
+    assert source.sample and "sha256" in source.why and cached.read_bytes() == b"not hellaswag\n"
+
+
 @pytest.mark.skipif(not SHARED.is_file(), reason="needs ../shared/data/hellaswag (not in a fresh clone)")
 def test_shared_copy_is_the_official_file():
     assert sha256_file(SHARED) == hellaswag.OFFICIAL_SHA256

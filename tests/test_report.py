@@ -1,5 +1,6 @@
 """Tables and plots of ladder results: like compared with like."""
 
+import re
 import pytest
 
 from gpt2lab.engine.knobs import RUNGS
@@ -21,7 +22,7 @@ def test_table_prints_as_text_and_renders_as_html(ladder):
     text, page = str(table), table._repr_html_()
     assert all(s in text for s in ("fp32", "tf32", "bf16", "ms/step", "tokens/s", ladder[0].hardware["device_name"]))
     assert page.startswith('<table class="gpt2lab-table">') and page.count("<tr>") == 1 + len(ladder)
-    assert "<th>MFU (best peak)</th>" in page
+    assert "<th>MFU</th>" in page and len(table.header) <= 7  # a page's width; the results file keeps the rest
     assert Table(["a"], [["<b>"]])._repr_html_().count("&lt;b&gt;") == 1  # cells are escaped
 
 
@@ -30,7 +31,7 @@ def test_table_flags_skipped_failed_and_noisy_rungs(ladder):
     failed = RungResult(**{**ladder[1].to_dict(), "guard_ok": False, "guard": "FAIL: off"})
     noisy = RungResult(**{**ladder[2].to_dict(), "ms_min": 1.0, "ms_max": 10 * ladder[2].ms_median})
     text = str(ladder_table([ladder[0], failed, noisy, skipped]))
-    assert "skipped  no compiler" in text
+    assert re.search(r"\ncompile +skipped +no compiler\n", text)
     assert "CORRECTNESS GUARD FAILED for: tf32" in text
     assert "bf16 (noisy)" in text and "repeat with more --steps" in text
 

@@ -1,6 +1,7 @@
 """The results page's data: every file under results/ found, grouped by run, with hardware and date."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,34 @@ def test_plot_has_one_bar_group_per_source(tmp_path):
 def test_locate_refuses_a_tree_without_results(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results/ folder"):
         results.locate(tmp_path)
+
+
+def test_curate_keeps_one_run_per_machine_day_and_workload_and_drops_heavy_load(tmp_path):
+    day = "2026-01-02T0{}:00:00+00:00"
+    path = tmp_path / "ladder.jsonl"
+    for hour, load in ((1, 1.5), (2, 0.9), (3, 17.2)):  # three runs of the same two rungs on one day
+        append_jsonl(path, [RungResult(**{**_rung(n, 10.0, day.format(hour)).to_dict(), "load_avg": load})
+                            for n in ("fp32", "tf32")])
+    append_jsonl(path, [_rung("fp32", 10.0, "2026-01-03T00:00:00+00:00")])  # the next day: its own entry
+    ladders, _ = results.collect(tmp_path)
+    shown, left_out = results.curate(ladders)
+    assert [(r.date, r.results[0].started[11:13], r.load) for r in shown] == [("2026-01-02", "02", 0.9),
+                                                                            ("2026-01-03", "00", None)]
+    assert len(left_out) == 2
+    assert "run of 2026-01-02 03:00: timed at load average 17.2 on 2 cores" in left_out[1]
+    assert "run of 2026-01-02 01:00: a repeat of the same measurement that day" in left_out[0]
+
+
+def test_committed_results_page_is_curated():
+    """One entry per machine and date; nothing timed under heavy load; no path of the measuring machine;
+    a HellaSwag score of a model that is not GPT-2 says what the model was."""
+    ladders, others = results.collect(ROOT / "results")
+    shown, left_out = results.curate(ladders)
+    assert len({(r.machine, r.date, r.key) for r in shown}) == len(shown) and left_out
+    assert not any(r.heavy_load for r in shown)
+    for path in (ROOT / "results").rglob("*.json*"):
+        for value in re.findall(r'"((?:/|\.\./|~/)[^"]*)"', path.read_text(encoding="utf-8")):
+            raise AssertionError(f"{path.name} records a path of the machine that measured it: {value}")
+    for m in others:
+        if str(m.data.get("model", "")).startswith("checkpoint:"):
+            assert m.about and "not GPT-2" in m.about and "chance" in m.about, m.path

@@ -13,6 +13,7 @@ import torch
 
 from gpt2lab.run import checkpoint
 from gpt2lab.base import dist
+from gpt2lab.base.shell import python_command
 from gpt2lab.cli.main import main
 from gpt2lab.run.config import get_preset
 from gpt2lab.engine.data import ShardLoader
@@ -370,7 +371,7 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(shakespeare, tmp_path
         train(tiny(shakespeare, checkpoint_every=0), tmp_path, progress=False, echo=False)
     assert e.value.exit_code == 130
     assert str(e.value) == (f"stopped by Ctrl-C (SIGINT) at step 3; checkpoint {tmp_path}/step_000003.pt; "
-                            f"resume with: python -m gpt2lab train --out-dir {tmp_path} --resume")
+                            f"resume with: {python_command()} -m gpt2lab train --out-dir {tmp_path} --resume")
     assert checkpoint.load(tmp_path)["step"] == 3 and len(read_log(tmp_path)) == 3
     assert signal.getsignal(signal.SIGINT) is before  # handlers restored
     monkeypatch.setattr(Trainer, "_train", real)

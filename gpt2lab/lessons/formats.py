@@ -191,11 +191,11 @@ def plot_representable(dtypes: dict[str, torch.dtype] | None = None):
     """Left: the positive values of the 8-bit formats on a log axis (int8 crowds the top decade, floats
     spread evenly over decades). Right: the relative gap to the next value, for 8- and 16-bit formats:
     constant for floats (about eps, within a factor 2), falling as 1/x for integers. Returns the Figure."""
-    import matplotlib.pyplot as plt
+    from gpt2lab.base import figures
 
     dtypes = dtypes or {"int8": torch.int8, "fp8 e4m3": torch.float8_e4m3fn, "fp8 e5m2": torch.float8_e5m2,
                         "fp16": torch.float16, "bf16": torch.bfloat16}
-    fig, (ax_vals, ax_gap) = plt.subplots(1, 2, figsize=(13, 4.2))
+    fig, (ax_vals, ax_gap) = figures.subplots(2, 1, height=6.4)
     eight = [(n, d) for n, d in dtypes.items() if d == torch.int8 or torch.finfo(d).bits == 8]
     for row, (name, dtype) in enumerate(eight):
         v = representable_values(dtype)
@@ -215,9 +215,8 @@ def plot_representable(dtypes: dict[str, torch.dtype] | None = None):
     ax_gap.set_xlabel("value x (log scale)")
     ax_gap.set_ylabel("(next value - x) / x")
     ax_gap.set_title("relative gap to the next value: precision")
-    ax_gap.legend(fontsize=8)
+    ax_gap.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax_gap.grid(alpha=0.3)
-    fig.tight_layout()
     return fig
 
 

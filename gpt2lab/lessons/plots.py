@@ -8,32 +8,34 @@ from gpt2lab.run.train import read_log
 
 
 def plot_schedule(configs: dict[str, TrainConfig]):
-    """Learning rate against step, one panel per named config."""
-    import matplotlib.pyplot as plt
+    """Learning rate against step, one panel per named config (two side by side, more in rows of two)."""
+    from gpt2lab.base import figures
 
-    fig, axes = plt.subplots(1, len(configs), figsize=(4.5 * len(configs), 3), squeeze=False)
-    for ax, (name, cfg) in zip(axes[0], configs.items()):
+    cols = min(2, len(configs))
+    rows = -(-len(configs) // cols)
+    fig, axes = figures.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat[len(configs):]:
+        ax.set_visible(False)
+    for ax, (name, cfg) in zip(axes.flat, configs.items()):
         steps = range(0, cfg.max_steps + 1, max(1, cfg.max_steps // 500))
         ax.plot(list(steps), [lr_at(s, cfg.optim()) for s in steps])
         ax.axvline(cfg.warmup_steps, color="grey", ls=":", lw=1)
         ax.set(title=name, xlabel="step", ylabel="learning rate")
-    fig.tight_layout()
     return fig
 
 
 def plot_losses(out_dir, baselines: dict[str, float] | None = None, title: str = "training run"):
     """Train loss per step, val loss at its evaluations, and a dashed line per named baseline."""
-    import matplotlib.pyplot as plt
+    from gpt2lab.base import figures
 
     train, val = read_log(out_dir, "train"), read_log(out_dir, "val")
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = figures.subplots(height=3.8)
     ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=1, alpha=0.7, label="train loss")
     ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="val loss")
     for (name, value), color in zip((baselines or {}).items(), ("red", "purple", "grey")):
         ax.axhline(value, color=color, ls="--", lw=1, label=f"{name} {value:.2f}")
     ax.set(xlabel="step", ylabel="loss (nats/token)", title=title)
     ax.legend()
-    fig.tight_layout()
     return fig
 
 

@@ -84,28 +84,27 @@ def roofs_table(roofs: Roofs):
 
 def plot_roofs(roofs: Roofs):
     """Bars: measured FLOP/s per dtype beside the datasheet peak where there is one. Returns the Figure."""
-    import matplotlib.pyplot as plt
+    from gpt2lab.base import figures
 
     dtypes = list(roofs.measured_flops)
     sheet = [(x, roofs.datasheet_flops.get(d)) for x, d in enumerate(dtypes) if roofs.datasheet_flops.get(d)]
     values = list(roofs.measured_flops.values()) + [s for _, s in sheet]
     unit, factor = ("TFLOP/s", 1e12) if max(values) >= 1e12 else ("GFLOP/s", 1e9)
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig, ax = figures.subplots(height=3.6)
     xs = range(len(dtypes))
     bars = ax.bar([x - 0.2 for x in xs], [roofs.measured_flops[d] / factor for d in dtypes], 0.4,
                   label="measured here", color="tab:blue")
-    ax.bar_label(bars, labels=[f"{roofs.measured_flops[d] / factor:.3g}" for d in dtypes], fontsize=8)
+    ax.bar_label(bars, labels=[f"{roofs.measured_flops[d] / factor:.3g}" for d in dtypes])
     if sheet:
         ax.bar([x + 0.2 for x, _ in sheet], [s / factor for _, s in sheet], 0.4, label="datasheet peak", color="tab:gray")
     ax.set_xticks(list(xs), dtypes)
     ax.set_ylabel(unit)
     ax.set_title(f"{roofs.device_name}: matmul throughput per dtype\n"
                  f"copy bandwidth {human(roofs.measured_bandwidth, 'B/s')} measured"
-                 + (f", {human(roofs.datasheet_bandwidth, 'B/s')} datasheet" if roofs.datasheet_bandwidth else ""),
-                 fontsize=10)
-    ax.legend(fontsize=8)
+                 + (f", {human(roofs.datasheet_bandwidth, 'B/s')} datasheet" if roofs.datasheet_bandwidth else ""))
+    ax.margins(y=0.15)  # room for the bar labels
+    ax.legend()
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
     return fig
 
 
@@ -159,11 +158,14 @@ def roofline_table(operations: list[Operation], peak: float, bandwidth: float):
 
 def plot_roofline(operations: list[Operation], peak: float, bandwidth: float, title: str = "", ax=None):
     """Log-log roofline: attainable FLOP/s against FLOPs per byte, the two roofs meeting at the ridge point,
-    each operation a dot on the roof at its intensity (red: memory-bound, blue: compute-bound). Returns the Figure."""
-    import matplotlib.pyplot as plt
+    each operation a dot on the roof at its intensity (red: memory-bound, blue: compute-bound), numbered, with
+    the numbers' key under the axes (two panels stack: `figures.subplots(2, 1, height=...)`). Returns the Figure."""
+    import matplotlib.transforms as transforms
+
+    from gpt2lab.base import figures
 
     if ax is None:
-        fig, ax = plt.subplots(figsize=(9, 5))
+        fig, ax = figures.subplots(height=5.2)
     else:
         fig = ax.figure
     ridge = peak / bandwidth
@@ -172,22 +174,32 @@ def plot_roofline(operations: list[Operation], peak: float, bandwidth: float, ti
     xs = [lo * (hi / lo) ** (i / 200) for i in range(201)]
     ax.plot(xs, [min(peak, bandwidth * x) for x in xs], color="black", linewidth=2)
     ax.axvline(ridge, color="gray", linestyle=":", linewidth=1)
-    ax.text(ridge, peak * 1.15, f"ridge {ridge:.0f} FLOPs/byte", ha="center", fontsize=8, color="gray")
+    # the ridge's label at the top of the axes, clear of the roof and the points on it
+    ax.text(ridge, 0.97, f" ridge: {ridge:.0f} FLOPs/byte", ha="left", va="top", color="dimgray",
+            transform=transforms.blended_transform_factory(ax.transData, ax.transAxes))
+    groups: list[list[tuple[int, Operation]]] = []  # operations at the same intensity share one number label
     for i, op in enumerate(sorted(operations, key=lambda o: o.intensity), start=1):
         y = op.attainable(peak, bandwidth)
         memory = bound(op, peak, bandwidth) == "memory"
         ax.plot(op.intensity, y, "o", color="tab:red" if memory else "tab:blue",
                 label=f"{i}: {op.name} ({op.intensity:.1f} FLOPs/B)")
-        ax.annotate(str(i), (op.intensity, y), textcoords="offset points", fontsize=7, ha="center",
-                    xytext=(0, -12 if memory else (6 if i % 2 else -13)))
-    ax.legend(fontsize=7, loc="lower right", title="red: memory-bound, blue: compute-bound", title_fontsize=7)
+        if groups and op.intensity < groups[-1][0][1].intensity * 1.02:
+            groups[-1].append((i, op))
+        else:
+            groups.append([(i, op)])
+    for g, group in enumerate(groups):
+        i, op = group[0]
+        memory = bound(op, peak, bandwidth) == "memory"
+        ax.annotate(",".join(str(j) for j, _ in group), (op.intensity, op.attainable(peak, bandwidth)),
+                    textcoords="offset points", fontsize=figures.MIN_PT, ha="center",
+                    xytext=(0, -15 if memory or g % 2 else 6))
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, frameon=False,
+              title="red: memory-bound, blue: compute-bound")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_ylim(top=peak * 2.5)
+    ax.set_ylim(top=peak * 12)
     ax.set_xlabel("arithmetic intensity (FLOPs per byte moved, log scale)")
     ax.set_ylabel("attainable FLOP/s (log scale)")
-    ax.set_title(title or f"roofline: {human(peak, 'FLOP/s')} compute roof, {human(bandwidth, 'B/s')} memory roof",
-                 fontsize=10)
+    ax.set_title(title or f"roofline: {human(peak, 'FLOP/s')} compute roof, {human(bandwidth, 'B/s')} memory roof")
     ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
     return fig

@@ -34,22 +34,20 @@ def _fmt(value, spec: str, missing: str = "n/a") -> str:
 
 
 def ladder_table(results: list[RungResult]) -> Table:
-    """One row per rung; skipped rungs say why, guard failures say FAIL, noisy rungs are flagged."""
-    header = ["rung", "ms/step", "min-max", "tokens/s", "vs fp32", "MFU (own dtype)", "MFU (best peak)",
-              "peak MiB", "step MiB", "1st / warm-up s", "loss", "guard"]
+    """One row per rung, in the few columns a page has room for; skipped rungs say why, guard failures say
+    FAIL, noisy rungs are flagged. The results file keeps everything else (MFU against the best peak, the
+    memory a step adds, warm-up time, the loss itself, every step's time)."""
+    header = ["rung", "ms/step (min-max)", "tokens/s", "vs fp32", "MFU", "peak MiB", "loss guard"]
     rows = []
     for r in results:
         if r.skipped is not None:
             rows.append([r.rung, "skipped", r.skipped] + [""] * (len(header) - 3))
             continue
         rows.append([
-            r.rung + (" (noisy)" if r.noisy else ""), f"{r.ms_median:.1f}", f"{r.ms_min:.1f}-{r.ms_max:.1f}",
+            r.rung + (" (noisy)" if r.noisy else ""), f"{r.ms_median:.1f} ({r.ms_min:.1f}-{r.ms_max:.1f})",
             f"{r.tokens_per_s:,.0f}", _fmt(r.speedup, ".2f") + ("x" if r.speedup else ""),
             _fmt(r.mfu and 100 * r.mfu, ".1f") + ("%" if r.mfu else ""),
-            _fmt(r.mfu_best and 100 * r.mfu_best, ".1f") + ("%" if r.mfu_best else ""),
-            _fmt(r.peak_mem_mb, ".0f"), _fmt(r.step_mem_mb, ".0f"),
-            f"{r.first_step_s:.1f} / {r.warmup_s:.1f}" if r.warmup and r.first_step_s is not None else "-",
-            f"{r.loss:.4f}", r.guard or "",
+            _fmt(r.peak_mem_mb, ".0f"), r.guard or "",
         ])
     notes = []
     if results:
@@ -63,8 +61,8 @@ def ladder_table(results: list[RungResult]) -> Table:
         caption = "no results"
     kinds = {r.mem_kind for r in results if r.skipped is None and r.mem_kind}
     if kinds:
-        notes.append(f"peak MiB: {' / '.join(sorted(kinds))}; step MiB: the tensors a step adds on top of weights, "
-                     "optimizer state and inputs")
+        notes.append(f"peak MiB: {' / '.join(sorted(kinds))}; MFU: against the datasheet peak of the rung's own "
+                     "dtype (none for a CPU)")
     noisy = [r.rung for r in results if r.noisy]
     if noisy:
         notes.append(f"noisy: {', '.join(noisy)} (slowest step more than 1.5x the fastest's distance from the median): "
@@ -110,9 +108,12 @@ class Series:
 
 
 def plot_ladder(results: list[RungResult], references: tuple[LadderReference, ...] = LADDER_REFERENCES):
-    """Speed-up over each source's own fp32 rung, side by side (left), and ms/step on a log axis for the
-    sources that timed the same workload as the first reference (right). Returns a matplotlib Figure."""
+    """Speed-up over each source's own fp32 rung, side by side (top), and ms/step on a log axis for the
+    sources that timed the same workload as the first reference (bottom); the legend under both. Returns a
+    matplotlib Figure, in the column-wide style of `gpt2lab.base.figures`."""
     import matplotlib.pyplot as plt
+
+    from gpt2lab.base import figures
 
     ours = Series.from_results(results)
     refs = [Series.from_reference(r) for r in references]
@@ -121,21 +122,22 @@ def plot_ladder(results: list[RungResult], references: tuple[LadderReference, ..
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:purple"]
     width = 0.8 / len(series)
 
-    fig, (ax_up, ax_ms) = plt.subplots(1, 2, figsize=(14, 5))
+    fig, (ax_up, ax_ms) = figures.subplots(2, 1, height=8.2)
     for i, s in enumerate(series):
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(names))]
         ups = [s.speedup(n) for n in names]
         kept = [(x, u, n) for x, u, n in zip(xs, ups, names) if u is not None]
         bar_colors = ["tab:red" if n in s.failed else colors[i % len(colors)] for _, _, n in kept]
         bars = ax_up.bar([k[0] for k in kept], [k[1] for k in kept], width, color=bar_colors, label=s.label)
-        ax_up.bar_label(bars, labels=[f"{k[1]:.1f}" for k in kept], fontsize=6, padding=1)
+        ax_up.bar_label(bars, labels=[f"{k[1]:.1f}" for k in kept], rotation=90, padding=2)
         for x, n in zip(xs, names):
             if s is ours and n in s.ms and s.ms[n] is None:
-                ax_up.text(x, 0.02, "skipped", rotation=90, ha="center", va="bottom", fontsize=7,
+                ax_up.text(x, 0.02, "skipped", rotation=90, ha="center", va="bottom",
                            transform=ax_up.get_xaxis_transform())
     ax_up.axhline(1.0, color="gray", linestyle="--", linewidth=1)
-    ax_up.set_ylabel("speed-up over the same source's fp32 rung (x)")
+    ax_up.set_ylabel("speed-up over fp32 (x)")
     ax_up.set_title("speed-up, each source against its own fp32 (higher is better)")
+    ax_up.margins(y=0.22)  # room for the rotated bar labels
 
     same = [s for s in series if refs and s.workload == refs[0].workload]
     for i, s in enumerate(same):
@@ -144,21 +146,20 @@ def plot_ladder(results: list[RungResult], references: tuple[LadderReference, ..
         ax_ms.bar([k[0] for k in kept], [k[1] for k in kept], 0.8 / len(same),
                   color=colors[series.index(s) % len(colors)], label=s.label)
     ax_ms.set_yscale("log")
-    ax_ms.set_ylabel("ms per training step (log scale)")
+    ax_ms.set_ylabel("ms per step (log scale)")
     title = f"time per step, {same[0].workload} only (lower is better)" if same else "time per step"
     if ours not in same:
         title += f"\nthis machine timed {ours.workload}: not on this axis"
-    ax_ms.set_title(title, fontsize=10)
+    ax_ms.set_title(title)
     for ax in (ax_up, ax_ms):
-        ax.set_xticks(range(len(names)), names, rotation=30)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", rotation_mode="anchor")
         ax.grid(axis="y", alpha=0.3)
     handles, labels = ax_up.get_legend_handles_labels()
     if ours.failed:
         handles.append(plt.Rectangle((0, 0), 1, 1, color="tab:red"))
         labels.append("failed the correctness guard: loss differs from fp32's, timing not valid")
-    fig.legend(handles, labels, loc="lower center", fontsize=8, frameon=False)
+    figures.legend_below(fig, handles, labels)
     fig.suptitle("The optimization ladder: each rung is the previous one plus one change")
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
 
 

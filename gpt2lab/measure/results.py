@@ -3,7 +3,10 @@
 A timing means nothing without the machine and the day it was taken on, so every entry carries its
 hardware record (from the file itself, or from the README of the folder it sits in) and its date.
 Ladder files (`*.jsonl`) become one entry per run; other measurements (`*.json`) one entry per file.
-The page stays thin: it loops over `collect()` and shows each entry's tables and plot.
+`curate()` then picks what the page shows: one ladder per machine, date and workload (the run with the lowest
+load average when a day has several), and no run timed under heavy load (a load average above the CPU's
+core count: other processes had the cores), each left-out run listed in one line with the reason.
+The page stays thin: it loops over the curated entries and shows each one's tables and plot.
 """
 
 from __future__ import annotations
@@ -47,6 +50,23 @@ class LadderRun:
     def hardware(self) -> dict:
         return self.results[0].hardware
 
+    @property
+    def load(self) -> float | None:
+        """The highest load average recorded during the run (None where the file has none)."""
+        return max((r.load_avg for r in self.results if r.load_avg is not None), default=None)
+
+    @property
+    def heavy_load(self) -> bool:
+        """Timed on a CPU while other processes wanted more cores than it has: the times are not the machine's."""
+        cores = self.hardware.get("cpu_count")
+        return self.hardware.get("device") == "cpu" and bool(cores) and self.load is not None and self.load > cores
+
+    @property
+    def key(self) -> tuple:
+        """Runs with the same key are the same measurement repeated: machine, date, workload and rungs."""
+        return (self.machine, self.date, self.results[0].preset, self.results[0].batch, self.results[0].seq,
+                tuple(r.rung for r in self.results))
+
     def table(self) -> Table:
         return ladder_table(self.results)
 
@@ -64,6 +84,31 @@ class LadderRun:
         return fig
 
 
+def curate(ladders: list[LadderRun]) -> tuple[list[LadderRun], list[str]]:
+    """The runs the page shows, in their order, and one line per run left out saying why.
+
+    Left out: runs under heavy load (`heavy_load`), and repeats of a kept run's measurement on the same day
+    (the run with the lowest load average is kept; the file keeps them all)."""
+    kept: dict[tuple, LadderRun] = {}
+    left_out = []
+    for run in ladders:
+        started = run.results[0].started[:16].replace("T", " ")
+        if run.heavy_load:
+            left_out.append(f"{run.path.name}, run of {started}: timed at load average {run.load:.1f} on "
+                            f"{run.hardware['cpu_count']} cores (other processes had the CPU)")
+            continue
+        other = kept.get(run.key)
+        if other is None:
+            kept[run.key] = run
+            continue
+        keep, drop = (run, other) if (run.load or 0) < (other.load or 0) else (other, run)
+        kept[run.key] = keep
+        left_out.append(f"{drop.path.name}, run of {drop.results[0].started[:16].replace('T', ' ')}: a repeat of "
+                        f"the same measurement that day; the one shown had the lowest load average")
+    shown = {id(run) for run in kept.values()}
+    return [run for run in ladders if id(run) in shown], left_out
+
+
 @dataclass
 class ResultsFile:
     """A results file that is not a ladder (HellaSwag scoring, data preparation, ...)."""
@@ -78,6 +123,11 @@ class ResultsFile:
         return self.data.get("benchmark") or self.path.stem.replace("-", " ").replace("_", " ")
 
     @property
+    def about(self) -> str | None:
+        """The file's own sentence on what was measured and how to read it (its "about" field), if any."""
+        return self.data.get("about") if isinstance(self.data.get("about"), str) else None
+
+    @property
     def date(self) -> str | None:
         for key in ("date", "started"):
             if isinstance(self.data.get(key), str):
@@ -86,7 +136,8 @@ class ResultsFile:
 
     def table(self) -> Table:
         """Every scalar the file records (nested keys joined by dots; lists of numbers shown as their count)."""
-        rows = [[key, _cell(value)] for key, value in _flatten(self.data) if not key.startswith("hardware.")]
+        rows = [[key, _cell(value)] for key, value in _flatten(self.data)
+                if not key.startswith("hardware.") and key != "about"]
         return Table(["quantity", "value"], rows, caption=f"{self.path.name}")
 
 

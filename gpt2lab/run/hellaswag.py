@@ -100,6 +100,48 @@ def data_path(path: str | os.PathLike | None = None) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class DataSource:
+    """Which HellaSwag file a page or run uses, and in words why: the full validation set or the packaged sample."""
+
+    path: Path
+    sample: bool  # True: the 40-row sample shipped with the package, not the full validation set
+    why: str  # one line for the reader
+
+    @property
+    def label(self) -> str:
+        """A tag for every number measured on this file: '' for the full set, ' (40-row sample)' for the sample."""
+        return f" ({SAMPLE_SIZE}-row sample)" if self.sample else ""
+
+
+SAMPLE_SIZE = 40  # rows in assets/hellaswag/hellaswag_val_sample.jsonl
+PROBE_TIMEOUT_S = 3.0  # how long `find_data` waits for the download host before it settles for the sample
+
+
+def find_data(download: bool = True, probe_timeout: float = PROBE_TIMEOUT_S) -> DataSource:
+    """The best HellaSwag file this machine can give without asking anyone, in this order: $GPT2LAB_HELLASWAG;
+    the official file already in the cache; the official file downloaded now (only with `download`, and only
+    if its host answers within `probe_timeout` seconds); else the packaged sample, with the reason the full
+    file was not used. Never raises for a missing network; a $GPT2LAB_HELLASWAG that names no file is an error."""
+    from gpt2lab.base.download import unreachable
+
+    if os.environ.get(DATA_ENV):
+        path = data_path()  # raises FileNotFoundError naming the variable when the file is not there
+        return DataSource(path, False, f"from ${DATA_ENV}")
+    cached = cache_dir() / "hellaswag" / "hellaswag_val.jsonl"
+    why = "not downloaded at this scale"
+    if cached.is_file() or download:
+        why = unreachable(OFFICIAL_URL, timeout=probe_timeout) if not cached.is_file() else None
+        if not why:
+            try:
+                return DataSource(fetch(OFFICIAL_URL, OFFICIAL_SHA256, cached, progress=False), False,
+                                  "the official validation file, checked against its sha256")
+            except (OSError, ValueError) as e:  # a failed download, or a cached file with the wrong bytes
+                why = str(e)
+    return DataSource(sample_path(), True,
+                      f"the full validation file is not here ({why}; set ${DATA_ENV} to a local copy)")
+
+
 def load_examples(path: str | os.PathLike | None = None, limit: int | None = None) -> list[Example]:
     """The first `limit` (default: all) examples of a HellaSwag jsonl file, located by `data_path`."""
     if limit is not None and limit < 1:

@@ -32,6 +32,7 @@ from gpt2lab.run.config import (PRESETS, TrainConfig, choices, field_help, field
 from gpt2lab.engine.corpus import CORPORA
 from gpt2lab.engine.data import MANIFEST, ShardLoader
 from gpt2lab.base.errors import RunStopped, TrainingDiverged, UserError
+from gpt2lab.base.shell import python_command
 from gpt2lab.engine.knobs import build, get_rung, keep_freed_memory, matmul_precision, resolve_rung, unsupported_reason
 from gpt2lab.engine.model import get_config
 from gpt2lab.engine.optim import lr_at
@@ -198,7 +199,7 @@ class Trainer:
         """The command that continues this run (its settings come from the checkpoint)."""
         args = f"-m gpt2lab train --out-dir {shlex.quote(str(self.out))} --resume"
         if not self.info.ddp:
-            return f"python {args}"
+            return f"{python_command()} {args}"  # the interpreter that ran this one: .venv/bin/python if not activated
         per_node = int(os.environ.get("LOCAL_WORLD_SIZE", self.info.world_size))
         if per_node == self.info.world_size:
             return f"torchrun --standalone --nproc_per_node={per_node} {args}"
@@ -454,6 +455,10 @@ def check_inputs(cfg: TrainConfig, args: argparse.Namespace, out: Path) -> None:
         raise UserError(f"--device {cfg.device}: {problem}")
     if cfg.data not in CORPORA and not (Path(cfg.data) / MANIFEST).is_file():
         given = f"--data {cfg.data}" if args.set_data else f"{source} reads {cfg.data}, which"
+        if args.preset is None and not args.set_data and not torch.cuda.is_available():  # no GPU, no preset named
+            raise UserError(f"no --preset given: the default, {DEFAULT_PRESET}, is the video's 8-GPU run on data "
+                            f"prepared from 10B tokens; this machine has no GPU: start with `{python_command()} -m "
+                            "gpt2lab train --preset cpu-tiny-shakespeare` (minutes on a CPU)")
         raise UserError(f"{given} is not a prepared shard folder (no {MANIFEST}); make it with `python -m gpt2lab "
                         f"prepare --out {cfg.data}`, or pass --data with a shard folder or a packaged corpus "
                         f"({', '.join(CORPORA)})")

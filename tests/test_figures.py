@@ -1,0 +1,106 @@
+"""One figure style (gpt2lab.base.figures): every figure is the column's width with no text below MIN_PT."""
+
+import ast
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+
+from gpt2lab.base import figures  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ladder():
+    from gpt2lab.measure.results import collect
+
+    ladders, _ = collect(ROOT / "results")
+    return next(run for run in ladders if "cpu" in run.path.name).plot()
+
+
+def _roofs():
+    from gpt2lab.lessons.roofline import Roofs, plot_roofs
+
+    return plot_roofs(Roofs("NVIDIA H200", "cuda", 8192, 1 << 30, {"fp32": 5.1e13, "bf16": 7.0e14}, 4.1e12,
+                            {"fp32": 6.7e13, "bf16": 9.9e14}, 4.8e12))
+
+
+def _roofline():
+    from gpt2lab.engine.model import get_config
+    from gpt2lab.lessons.roofline import forward_operations, plot_roofline
+
+    return plot_roofline(forward_operations(get_config("gpt2"), 16, 1024, bytes_per_value=2), 9.9e14, 4.8e12)
+
+
+def _schedule():
+    from gpt2lab.lessons.plots import plot_schedule
+    from gpt2lab.run.config import get_preset
+
+    return plot_schedule({"the video's 124M run": get_preset("gpt2-124m-fineweb10b"), "smoke": get_preset("smoke")})
+
+
+def _losses(tmp_path):
+    from gpt2lab.lessons.plots import plot_losses
+
+    (tmp_path / "log.jsonl").write_text('{"type": "train", "step": 0, "loss": 9.0}\n'
+                                        '{"type": "val", "step": 0, "val_loss": 9.5}\n')
+    return plot_losses(tmp_path, baselines={"unigram": 7.0})
+
+
+def _representable():
+    from gpt2lab.lessons.formats import plot_representable
+
+    return plot_representable()
+
+
+# Every plotting function in the package, with inputs; test_every_plotting_function_is_checked keeps it complete.
+PLOTS = {"plot_ladder": _ladder, "plot": _ladder, "plot_roofs": _roofs, "plot_roofline": _roofline,
+         "plot_schedule": _schedule, "plot_losses": _losses, "plot_representable": _representable}
+
+
+def test_every_plotting_function_is_checked():
+    found = set()
+    for path in (ROOT / "gpt2lab").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("plot"):
+                found.add(node.name)
+    assert found == set(PLOTS), "a plotting function without a style check here: add it to PLOTS"
+
+
+@pytest.mark.parametrize("name", sorted(set(PLOTS) - {"plot"}))
+def test_plotting_function_follows_the_style(name, tmp_path):
+    make = PLOTS[name]
+    fig = make(tmp_path) if "tmp_path" in make.__code__.co_varnames else make()
+    assert figures.problems(fig) == []
+
+
+def test_problems_names_a_wide_figure_and_small_text():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(14, 5), dpi=figures.DPI)
+    ax.set_title("tiny", fontsize=6)
+    found = figures.problems(fig)
+    assert found[0] == f"figure is 14.0 in wide: the column is {figures.COLUMN_IN} in"
+    assert "text 'tiny' is 6 pt, below 9" in found
+    fig, axes = figures.subplots(2, 2)
+    axes[0, 0].bar_label(axes[0, 0].bar([0, 1], [1, 2]), fontsize=figures.MIN_PT)
+    figures.legend_below(fig, *axes[0, 0].get_legend_handles_labels())
+    assert (fig.get_figwidth(), fig.get_figheight(), fig.dpi) == (figures.COLUMN_IN, 2 * figures.ROW_IN, figures.DPI)
+    assert figures.problems(fig) == []
+
+
+# In the chapters, figures come from figures.subplots (never a figsize of their own) and name no font size
+# below the style's smallest.
+FIGSIZE = re.compile(r"plt\.(subplots|figure)\(|figsize=")
+FONTSIZE = re.compile(r"fontsize=([\d.]+)")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("[0-9]*.md")), ids=lambda p: p.stem)
+def test_chapter_figures_use_the_style(path):
+    text = path.read_text(encoding="utf-8")
+    assert not FIGSIZE.search(text), "make the figure with gpt2lab.base.figures.subplots"
+    assert all(float(size) >= figures.MIN_PT for size in FONTSIZE.findall(text))
