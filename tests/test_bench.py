@@ -13,6 +13,7 @@ def bench_only(monkeypatch):
     monkeypatch.setattr(cli, "COMMANDS", {"bench": cli.COMMANDS["bench"]})
 
 
+@pytest.mark.slow
 def test_cli_appends_one_json_line_per_rung(bench_only, tmp_path, capsys):
     path, png = tmp_path / "ladder.jsonl", tmp_path / "ladder.png"
     argv = ["bench", "--model", "test", "--rungs", "fp32,bf16", "--batch-size", "2", "--seq-len", "16", "--steps", "1",

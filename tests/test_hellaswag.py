@@ -195,6 +195,7 @@ def test_tiny_block_size_keeps_one_context_token():
 # Scoring
 
 
+@pytest.mark.slow
 def test_batched_equals_one_example_at_a_time(model, examples, reference):
     one_sum, one_mean = reference
     b_sum, b_mean = score(model, examples, batch_size=8, bucket=32)  # 40 = 5 full batches
@@ -250,6 +251,7 @@ def test_losses_match_transformers_logits(tmp_path, examples, no_network):
             assert means[i, j].item() == pytest.approx(sum(nll) / len(nll), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_compiled_model_compiles_once_per_bucket(model, examples, reference):
     """dynamic=False is the worst case: every new input shape would be a new compilation."""
     shapes = []
@@ -299,6 +301,7 @@ def _ddp_worker(rank, world_size, folder):
 
 
 @pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo")
+@pytest.mark.slow
 def test_ddp_counts_are_all_reduced(tmp_path, model, examples, reference):
     torch.save(model.state_dict(), tmp_path / "model.pt")
     mp.spawn(_ddp_worker, args=(2, str(tmp_path)), nprocs=2)
