@@ -229,6 +229,7 @@ def test_no_interval_without_examples():
     assert "acc_norm_ci95" not in hellaswag.HellaSwagResult(n=0, correct=0, correct_norm=0).to_dict()
 
 
+@pytest.mark.slow
 def test_losses_match_transformers_logits(tmp_path, examples, no_network):
     """An independent path: per-ending losses from Hugging Face's own GPT-2 forward."""
     pytest.importorskip("transformers")
@@ -275,6 +276,7 @@ def test_compiled_model_compiles_once_per_bucket(model, examples, reference):
     torch.testing.assert_close(sums, reference[0], rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_ranks_split_the_examples(model, examples, reference):
     subset = examples[:13]
     parts = [evaluate(model, subset, batch_size=8, rank=r, world_size=3) for r in range(3)]
@@ -326,6 +328,7 @@ def test_cli_needs_a_model_source(capsys):
     assert e.value.code == 2 and "one of the arguments --checkpoint --pretrained is required" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_checkpoint_to_json(tmp_path, model, examples, reference, capsys, no_network):
     ckpt = tmp_path / "ckpt.pt"
     torch.save({"model": model.state_dict(), "model_config": asdict(CFG), "step": 7}, ckpt)
