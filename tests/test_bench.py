@@ -13,6 +13,7 @@ def bench_only(monkeypatch):
     monkeypatch.setattr(cli, "COMMANDS", {"bench": cli.COMMANDS["bench"]})
 
 
+@pytest.mark.slow
 def test_cli_appends_one_json_line_per_rung(bench_only, tmp_path, capsys):
     path, png = tmp_path / "ladder.jsonl", tmp_path / "ladder.png"
     argv = ["bench", "--model", "test", "--rungs", "fp32,bf16", "--batch-size", "2", "--seq-len", "16", "--steps", "1",
@@ -59,6 +60,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(bench_only, tmp_path, capsys, args
     assert sorted(tmp_path.rglob("*")) == before  # checked before the work: nothing written
 
 
+@pytest.mark.slow
 def test_cli_defaults_fit_the_chosen_model(bench_only, capsys):
     """The CPU default T=128 is longer than the test model's 32 positions: the default shrinks to fit."""
     assert cli.main(["bench", "--model", "test", "--device", "cpu", "--rungs", "fp32", "--steps", "1",
@@ -66,6 +68,7 @@ def test_cli_defaults_fit_the_chosen_model(bench_only, capsys):
     assert "test B=4 T=32" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_cli_warns_when_steps_spread_widely(bench_only, monkeypatch, capsys):
     from gpt2lab.cli import bench
     from gpt2lab.measure import ladder

@@ -1,5 +1,6 @@
 """Kernel fusion experiment: the bytes, the kernels and the generated code of tanh-GELU."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -53,6 +54,7 @@ def test_kernel_names_and_excerpt_from_a_generated_module():
     assert fusion.kernel_excerpt("no kernels here") == ""
 
 
+@pytest.mark.slow
 def test_compile_fuses_gelu_into_one_cpu_kernel():
     x = torch.randn(4096)
     compiled = fusion.compile_with_code(fusion.gelu_by_hand, x)

@@ -254,6 +254,7 @@ def test_tiny_block_size_keeps_one_context_token():
 # Scoring
 
 
+@pytest.mark.slow
 def test_batched_equals_one_example_at_a_time(model, examples, reference):
     one_sum, one_mean = reference
     b_sum, b_mean = score(model, examples, batch_size=8, bucket=32)  # 40 = 5 full batches
@@ -287,6 +288,7 @@ def test_no_interval_without_examples():
     assert "acc_norm_ci95" not in hellaswag.HellaSwagResult(n=0, correct=0, correct_norm=0).to_dict()
 
 
+@pytest.mark.slow
 def test_losses_match_transformers_logits(tmp_path, examples, no_network):
     """An independent path: per-ending losses from Hugging Face's own GPT-2 forward."""
     pytest.importorskip("transformers")
@@ -309,6 +311,7 @@ def test_losses_match_transformers_logits(tmp_path, examples, no_network):
             assert means[i, j].item() == pytest.approx(sum(nll) / len(nll), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_compiled_model_compiles_once_per_bucket(model, examples, reference):
     """dynamic=False is the worst case: every new input shape would be a new compilation."""
     shapes = []
@@ -332,6 +335,7 @@ def test_compiled_model_compiles_once_per_bucket(model, examples, reference):
     torch.testing.assert_close(sums, reference[0], rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_ranks_split_the_examples(model, examples, reference):
     subset = examples[:13]
     parts = [evaluate(model, subset, batch_size=8, rank=r, world_size=3) for r in range(3)]
@@ -358,6 +362,7 @@ def _ddp_worker(rank, world_size, folder):
 
 
 @pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo")
+@pytest.mark.slow
 def test_ddp_counts_are_all_reduced(tmp_path, model, examples, reference):
     torch.save(model.state_dict(), tmp_path / "model.pt")
     mp.spawn(_ddp_worker, args=(2, str(tmp_path)), nprocs=2)
@@ -382,6 +387,7 @@ def test_cli_needs_a_model_source(capsys):
     assert e.value.code == 2 and "one of the arguments --checkpoint --pretrained is required" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_checkpoint_to_json(tmp_path, model, examples, reference, capsys, no_network):
     ckpt = tmp_path / "ckpt.pt"
     torch.save({"model": model.state_dict(), "model_config": asdict(CFG), "step": 7}, ckpt)

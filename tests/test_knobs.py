@@ -230,6 +230,7 @@ print(kept, sum(faults[4:]))
 """
 
 
+@pytest.mark.slow
 def test_keep_freed_memory_stops_most_page_faults_on_reallocation():
     import platform
     import subprocess

@@ -24,6 +24,7 @@ def ladder():
     return run_ladder(["fp32", "tf32", "bf16"], peak_tflops=1.0, **TINY)
 
 
+@pytest.mark.slow
 def test_ladder_results_shape_and_finiteness(ladder):
     assert [r.rung for r in ladder] == ["fp32", "tf32", "bf16"]
     fpt = flops_per_token(get_config("test"), 16)
@@ -48,6 +49,7 @@ def test_ladder_results_shape_and_finiteness(ladder):
     assert all(s in table for s in ("fp32", "tf32", "bf16", "ms/step", "tokens/s", ladder[0].hardware["device_name"]))
 
 
+@pytest.mark.slow
 def test_skipped_rungs_are_recorded_with_reason(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)  # no C++ compiler on this "machine"
     results = run_ladder(["fp32", ("fp16", Knobs(autocast="fp16")), "compile"], **TINY)
@@ -60,12 +62,14 @@ def test_skipped_rungs_are_recorded_with_reason(monkeypatch):
     assert format_table(results).count("skipped") == 2
 
 
+@pytest.mark.slow
 def test_guard_reference_is_run_when_fp32_is_not_listed():
     (bf16,) = run_ladder(["bf16"], **TINY)
     assert bf16.ref_loss is not None and bf16.guard_ok is True
     assert bf16.speedup is None  # no timed fp32 rung to compare with
 
 
+@pytest.mark.slow
 def test_guard_flags_a_broken_rung(monkeypatch):
     real_build = ladder_mod.build
 
@@ -92,6 +96,7 @@ def test_loss_guard():
     assert loss_guard(3.0, None)[0] is None
 
 
+@pytest.mark.slow
 def test_compiled_rung_runs_and_matches_fp32():
     fp32, compiled = run_ladder(["fp32", "compile"], **dict(TINY, steps=1))
     assert compiled.skipped is None, compiled.skipped
@@ -99,6 +104,7 @@ def test_compiled_rung_runs_and_matches_fp32():
     assert compiled.guard_ok is True, compiled.guard
 
 
+@pytest.mark.slow
 def test_jsonl_round_trip(ladder, tmp_path):
     path = tmp_path / "results" / "ladder.jsonl"
     append_jsonl(path, ladder)
@@ -118,6 +124,7 @@ def test_compare_calls_a_difference_only_outside_the_noise():
     assert compare(rung(100, 90, 110), rung(95, 85, 105)) == (100 / 95, "within noise")
 
 
+@pytest.mark.slow
 def test_a_rung_with_its_own_batch_is_timed_and_guarded_at_that_batch():
     """batch64's case: the rung runs its own batch, its guard compares with fp32 at that batch (computed as
     gradient accumulation over the ladder's micro-batch), and speed-ups are per token."""

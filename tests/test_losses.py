@@ -103,6 +103,7 @@ def test_chunked_loss_under_torch_compile():
     torch.testing.assert_close(grads(compiled, h, w, t), grads(full_cross_entropy, h, w, t), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_compiled_model_compiles_the_chunk_arithmetic_and_matches_the_eager_model(monkeypatch):
     """GPT.forward tells the loss whether it is being compiled; the compiled model's loss and gradients equal the
     eager model's, and it went through the compiled chunk arithmetic (the loss itself stays out of the graph)."""

@@ -78,6 +78,7 @@ def test_the_three_adamw_implementations_compute_the_same_update():
         assert (update - base).abs().max() < 1e-6, name
 
 
+@pytest.mark.slow
 def test_adamw_step_costs_count_fewer_operations_when_fused():
     from gpt2lab.engine.optim import adamw_step_costs, fused_supported
 

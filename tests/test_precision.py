@@ -48,6 +48,7 @@ def test_without_autocast_everything_is_fp32(tiny):
     assert len(table.rows) == len(summarize_ops(records)) and sum(row[3] for row in table.rows) > 10
 
 
+@pytest.mark.slow
 def test_fp16_gradients_underflow_without_a_scaler():
     # GPT-2's 50,257-way softmax over 4 x 64 tokens: d loss / d logits ~ 1 / (256 * 50257) = 7.8e-8, below
     # fp16's smallest normal 6.1e-5 and around its smallest subnormal 6e-8

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from gpt2lab.engine.model import GPTConfig
@@ -7,6 +8,7 @@ from gpt2lab.lessons.short_runs import overfit_one_batch, short_run
 CFG = GPTConfig(block_size=32, vocab_size=64, n_layer=2, n_head=2, n_embd=32)
 
 
+@pytest.mark.slow
 def test_one_batch_is_memorized():
     torch.manual_seed(0)
     x = torch.randint(0, 64, (4, 16))
@@ -15,6 +17,7 @@ def test_one_batch_is_memorized():
     assert run.loss[0] > 3.5 and run.loss[-1] < 0.1 and set(run.lr) == {3e-3}
 
 
+@pytest.mark.slow
 def test_short_run_follows_the_schedule_and_is_seeded():
     torch.manual_seed(0)
     data = torch.randint(0, 64, (8, 4, 17))

@@ -17,6 +17,7 @@ def ladder():
                       progress=False)
 
 
+@pytest.mark.slow
 def test_table_prints_as_text_and_renders_as_html(ladder):
     table = ladder_table(ladder)
     text, page = str(table), table._repr_html_()
@@ -26,6 +27,7 @@ def test_table_prints_as_text_and_renders_as_html(ladder):
     assert Table(["a"], [["<b>"]])._repr_html_().count("&lt;b&gt;") == 1  # cells are escaped
 
 
+@pytest.mark.slow
 def test_table_flags_skipped_failed_and_noisy_rungs(ladder):
     skipped = RungResult(**{**ladder[0].to_dict(), "rung": "compile", "skipped": "no compiler"})
     failed = RungResult(**{**ladder[1].to_dict(), "guard_ok": False, "guard": "FAIL: off"})
@@ -36,6 +38,7 @@ def test_table_flags_skipped_failed_and_noisy_rungs(ladder):
     assert "bf16 (noisy)" in text and "repeat with more --steps" in text
 
 
+@pytest.mark.slow
 def test_plot_puts_speedups_side_by_side_and_ms_only_for_the_same_workload(ladder, tmp_path):
     skipped = RungResult(**{**ladder[0].to_dict(), "rung": "compile", "skipped": "no compiler", "ms_median": None,
                             "speedup": None, "guard_ok": None})
@@ -85,6 +88,7 @@ def test_project_h200_reference_matches_the_committed_results():
     assert PROJECT_H200_LADDER.speedup("fused_adamw") == pytest.approx(10.62, abs=0.01)
 
 
+@pytest.mark.slow
 def test_rung_verdict_sets_this_machine_beside_the_cited_sources(ladder):
     from gpt2lab.measure.report import rung_verdict, verdict_sentence
 
@@ -102,6 +106,7 @@ def test_rung_verdict_sets_this_machine_beside_the_cited_sources(ladder):
     assert "bf16 skipped: no bf16 here" in str(rung_verdict(tf32, skipped))
 
 
+@pytest.mark.slow
 def test_time_against_previous_runs_the_rung_and_the_one_before(monkeypatch):
     from gpt2lab.measure.ladder import previous_rung, time_against_previous
     from gpt2lab.lessons.scale import SCALES
@@ -114,6 +119,7 @@ def test_time_against_previous_runs_the_rung_and_the_one_before(monkeypatch):
     assert after.batch == SCALES["smoke"].bench_batch and after.preset == SCALES["smoke"].bench_preset
 
 
+@pytest.mark.slow
 def test_sources_table_lists_each_rung_for_each_source(ladder):
     from gpt2lab.measure.report import sources_table
 
@@ -125,6 +131,7 @@ def test_sources_table_lists_each_rung_for_each_source(ladder):
     assert rows["fused_adamw"][1] == "" and rows["fused_adamw"][2] == "11.11x" and rows["fused_adamw"][3] == "10.62x"
 
 
+@pytest.mark.slow
 def test_a_rung_with_its_own_batch_is_compared_per_token(ladder):
     from gpt2lab.measure.report import rung_verdict
 

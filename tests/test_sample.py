@@ -19,6 +19,7 @@ def model():
     return GPT(CFG).eval()
 
 
+@pytest.mark.slow
 def test_same_seed_same_text_other_seed_other_text(model):
     a = sample(model, "ROMEO:", tokens=12, seed=3, num_samples=2)
     torch.manual_seed(99)  # the global RNG must not matter
@@ -28,12 +29,14 @@ def test_same_seed_same_text_other_seed_other_text(model):
     assert all(t.startswith("ROMEO:") for t in a) and a[0] != a[1]  # rows draw different tokens
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip(model, tmp_path):
     checkpoint.save({"model": model.state_dict(), "model_config": asdict(CFG), "step": 5}, tmp_path)
     loaded = load_checkpoint_model(tmp_path)  # the run folder, as `--checkpoint RUN` passes it
     assert sample(loaded, "Hi", tokens=10, seed=0) == sample(model, "Hi", tokens=10, seed=0)
 
 
+@pytest.mark.slow
 def test_compiled_and_ddp_prefixes_load(model, tmp_path):
     compiled_keys = torch.compile(model).state_dict()  # wrapping only: nothing is compiled until called
     assert all(k.startswith("_orig_mod.") for k in compiled_keys)
@@ -58,6 +61,7 @@ def test_cut_utf8_is_shown_as_bytes_not_replacement_chars():
     assert decode_text([50300, *ids]) == "it’s"  # ids of a padded vocabulary's extra rows are not tokens
 
 
+@pytest.mark.slow
 def test_cli_prints_seeded_samples(model, tmp_path, capsys):
     checkpoint.save({"model": model.state_dict(), "model_config": asdict(CFG), "step": 5}, tmp_path)
     argv = ["sample", "--checkpoint", str(tmp_path), "--prompt", "ROMEO:", "--tokens", "6", "--seed", "7",

@@ -30,6 +30,7 @@ def test_measurement_spread():
     assert m.median_ms == 12.0 and m.spread == pytest.approx(20 / 12)
 
 
+@pytest.mark.slow
 def test_peak_memory_sees_a_block_allocation_and_not_what_came_before():
     big = torch.ones(64 * 2**20 // 4)  # 64 MiB allocated and freed before the block
     del big

@@ -67,6 +67,7 @@ def test_clipping_caps_the_global_norm():
     assert clipped.item() == pytest.approx(1e-3, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_run_logs_and_checkpoints(shakespeare, tmp_path, capsys):
     before = torch.get_float32_matmul_precision()
     summary = train(tiny(shakespeare), tmp_path, progress=False, echo=True, preset="smoke")
@@ -93,6 +94,7 @@ def test_run_logs_and_checkpoints(shakespeare, tmp_path, capsys):
     assert isinstance(model, GPT) and model.config.n_layer == 2
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_losses(shakespeare, tmp_path):
     train(tiny(shakespeare), tmp_path / "full", progress=False, echo=False)
     train(tiny(shakespeare, stop_after=3), tmp_path / "split", progress=False, echo=False)
@@ -105,6 +107,7 @@ def test_resume_gives_the_same_losses(shakespeare, tmp_path):
         [r["val_loss"] for r in read_log(tmp_path / "full", "val")]
 
 
+@pytest.mark.slow
 def test_dropout_run_resumes_exactly_and_evaluates_without_dropout(shakespeare, tmp_path, monkeypatch):
     """Dropout draws from the RNG, which the checkpoint saves: a resumed run still equals a straight one. Validation
     runs in eval mode, so the same weights always give the same val loss, and training continues in train mode."""
@@ -126,6 +129,7 @@ def test_dropout_run_resumes_exactly_and_evaluates_without_dropout(shakespeare, 
     assert trainer.val_loss() == trainer.val_loss()
 
 
+@pytest.mark.slow
 def test_existing_run_needs_resume_and_missing_checkpoint_is_clear(shakespeare, tmp_path):
     train(tiny(shakespeare, max_steps=1), tmp_path, progress=False, echo=False)
     with pytest.raises(UserError, match="pass --resume"):
@@ -134,6 +138,7 @@ def test_existing_run_needs_resume_and_missing_checkpoint_is_clear(shakespeare, 
         train(tiny(shakespeare), tmp_path / "empty", resume=True, progress=False, echo=False)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(shakespeare, tmp_path, monkeypatch):
     original = GPT.forward
     calls = {"n": 0}
@@ -294,6 +299,7 @@ def test_two_node_launch_on_loopback(shakespeare, tmp_path):
     assert json.loads((tmp_path / "run" / "run.json").read_text())["world_size"] == 2
 
 
+@pytest.mark.slow
 def test_hellaswag_is_logged_at_eval_steps(shakespeare, tmp_path, capsys):
     from gpt2lab.run import hellaswag
 
@@ -315,6 +321,7 @@ def short_args(data, out, *extra):
             "--sample-every", "0", "--no-progress", "--out-dir", str(out), *extra]
 
 
+@pytest.mark.slow
 def test_resume_refuses_flags_that_change_the_computation(shakespeare, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(short_args(shakespeare, out, "--stop-after", "4")) == 0
@@ -339,6 +346,7 @@ def test_resume_refuses_flags_that_change_the_computation(shakespeare, tmp_path,
     assert capsys.readouterr().out.splitlines()[-1].startswith(f"nothing to do: the run in {out} already finished all 12 steps")
 
 
+@pytest.mark.slow
 def test_resumed_runs_equal_a_straight_run_whatever_allowed_flags_they_carry(shakespeare, tmp_path, capsys):
     assert main(short_args(shakespeare, tmp_path / "straight")) == 0
     out = tmp_path / "pieces"
@@ -357,6 +365,7 @@ def test_resumed_runs_equal_a_straight_run_whatever_allowed_flags_they_carry(sha
     assert checkpoint.load(out)["train_config"]["max_steps"] == 12
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(shakespeare, tmp_path, monkeypatch):
     real = Trainer._train
 
@@ -380,6 +389,7 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(shakespeare, tmp_path
     assert train_records(tmp_path) == train_records(tmp_path / "straight")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_cannot_be_written_keeps_the_previous_one(shakespeare, tmp_path, monkeypatch, capsys):
     real_save = torch.save
 
@@ -402,6 +412,7 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_previous_one(shakespeare,
     assert train_records(out) == train_records(tmp_path / "straight")
 
 
+@pytest.mark.slow
 def test_a_corrupt_shard_mid_run_stops_with_a_checkpoint(tmp_path, capsys):
     data = tmp_path / "shards"
     prepare("tinyshakespeare", data, shard_size=4_000, workers=1, progress=False)
@@ -425,11 +436,13 @@ def test_a_corrupt_shard_mid_run_stops_with_a_checkpoint(tmp_path, capsys):
     assert train_records(out) == train_records(tmp_path / "straight")
 
 
+@pytest.mark.slow
 def test_keep_checkpoints_prunes_the_oldest(shakespeare, tmp_path):
     train(tiny(shakespeare, checkpoint_every=1, keep_checkpoints=2), tmp_path, progress=False, echo=False)
     assert checkpoint.saved_steps(tmp_path) == [5, 6] and checkpoint.load(tmp_path)["step"] == 6
 
 
+@pytest.mark.slow
 def test_deterministic_on_cpu_changes_nothing(shakespeare, tmp_path):
     train(tiny(shakespeare, max_steps=3), tmp_path / "plain", progress=False, echo=False)
     train(tiny(shakespeare, max_steps=3, deterministic=True), tmp_path / "det", progress=False, echo=False)
@@ -482,6 +495,7 @@ def test_sigterm_to_one_ddp_rank_stops_every_rank_with_one_checkpoint(shakespear
     assert [r[0] for r in train_records(out)] == list(range(step + 4))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_model_shape_is_refused_naming_both(shakespeare, tmp_path):
     train(tiny(shakespeare, max_steps=2, stop_after=1), tmp_path, progress=False, echo=False)
     path = checkpoint.latest(tmp_path)

@@ -31,6 +31,7 @@ def test_fast_dtype_on_cpu_follows_the_bf16_instructions():
     assert V.fast_dtype("cpu") == (torch.bfloat16 if cpu_bf16_instructions() else torch.float32)
 
 
+@pytest.mark.slow
 def test_padded_rows_lose_their_probability():
     tokens = [(i * 7 + i // 3) % 180 for i in range(3000)]  # a toy text that uses 180 of 200 real tokens
     config = GPTConfig(block_size=16, vocab_size=200, n_layer=1, n_head=2, n_embd=16)
