@@ -36,8 +36,9 @@ def _fmt(value, spec: str, missing: str = "n/a") -> str:
 def ladder_table(results: list[RungResult]) -> Table:
     """One row per rung, in the few columns a page has room for; skipped rungs say why, guard failures say
     FAIL, noisy rungs are flagged. The results file keeps everything else (MFU against the best peak, the
-    memory a step adds, warm-up time, the loss itself, every step's time)."""
-    header = ["rung", "ms/step (min-max)", "tokens/s", "vs fp32", "MFU", "peak MiB", "loss guard"]
+    memory a step adds, the first step's time, the loss itself, every step's time)."""
+    header = ["rung", "ms/step (min-max)", "tokens/s", "vs fp32", "MFU own / best peak", "peak MiB", "warm-up s",
+              "loss guard"]
     rows = []
     for r in results:
         if r.skipped is not None:
@@ -46,8 +47,10 @@ def ladder_table(results: list[RungResult]) -> Table:
         rows.append([
             r.rung + (" (noisy)" if r.noisy else ""), f"{r.ms_median:.1f} ({r.ms_min:.1f}-{r.ms_max:.1f})",
             f"{r.tokens_per_s:,.0f}", _fmt(r.speedup, ".2f") + ("x" if r.speedup else ""),
-            _fmt(r.mfu and 100 * r.mfu, ".1f") + ("%" if r.mfu else ""),
-            _fmt(r.peak_mem_mb, ".0f"), r.guard or "",
+            (_fmt(r.mfu and 100 * r.mfu, ".1f") + ("%" if r.mfu else "") + " / "
+             + _fmt(r.mfu_best and 100 * r.mfu_best, ".1f") + ("%" if r.mfu_best else "")),
+            _fmt(r.peak_mem_mb, ".0f"), f"{r.warmup_s:.1f}" if r.warmup and r.warmup_s is not None else "-",
+            r.guard or "",
         ])
     notes = []
     if results:
@@ -62,7 +65,7 @@ def ladder_table(results: list[RungResult]) -> Table:
     kinds = {r.mem_kind for r in results if r.skipped is None and r.mem_kind}
     if kinds:
         notes.append(f"peak MiB: {' / '.join(sorted(kinds))}; MFU: against the datasheet peak of the rung's own "
-                     "dtype (none for a CPU)")
+                     "dtype / of the device's best dense 16-bit peak (n/a on a CPU: no datasheet peak)")
     noisy = [r.rung for r in results if r.noisy]
     if noisy:
         notes.append(f"noisy: {', '.join(noisy)} (slowest step more than 1.5x the fastest's distance from the median): "
