@@ -107,14 +107,20 @@ def compare_placements(config: GPTConfig, batches: Callable[[], Callable], steps
             "post-LN (original Transformer)": train_placement(post, "post-LN (original Transformer)", batches(), steps, lr)}
 
 
-def frequent_token_ids(tokens: np.ndarray, vocab: int) -> np.ndarray:
-    """Tokens rewritten into a `vocab`-sized vocabulary: the vocab - 1 most frequent keep an id each (most
-    frequent first), every other token becomes id vocab - 1. Lets a tiny model skip a 50,257-wide head."""
-    counts = np.bincount(tokens)
+def frequent_token_table(tokens: np.ndarray, vocab: int, size: int = 50257) -> np.ndarray:
+    """A lookup table from GPT-2 ids (`size` of them) into a `vocab`-sized vocabulary: the vocab - 1 most
+    frequent tokens of `tokens` keep an id each (most frequent first), every other id maps to vocab - 1."""
+    counts = np.bincount(tokens, minlength=size)
     keep = np.argsort(-counts, kind="stable")[: vocab - 1]
     table = np.full(counts.size, vocab - 1, dtype=np.int64)
     table[keep] = np.arange(keep.size)
-    return table[tokens]
+    return table
+
+
+def frequent_token_ids(tokens: np.ndarray, vocab: int) -> np.ndarray:
+    """Tokens rewritten into a `vocab`-sized vocabulary (`frequent_token_table`). Lets a tiny model skip a
+    50,257-wide output head."""
+    return frequent_token_table(tokens, vocab, size=int(tokens.max()) + 1)[tokens]
 
 
 def random_windows(tokens: np.ndarray, batch: int, seq: int, seed: int = 0) -> Callable:
