@@ -5,7 +5,7 @@ import torch
 
 from gpt2lab.engine.knobs import RUNGS, build
 from gpt2lab.measure.ladder import fixed_batch
-from gpt2lab.engine.model import get_config
+from gpt2lab.engine.model import GPT, GPTConfig, get_config
 from gpt2lab.lessons.precision import (LOSS_OPS, MATMUL_OPS, gradient_underflow, ops_table, ran_in, record_ops,
                                summarize_ops, underflow_table)
 
@@ -69,3 +69,39 @@ def test_fp16_gradients_underflow_without_a_scaler():
     # bf16 has fp32's exponent range: nothing underflows, without a scaler
     assert bf16.logit_zero == bf16.logit_subnormal == bf16.param_zero == 0
     assert len(underflow_table(list(counts.values())).rows) == 4
+
+
+def test_format_limits_are_the_ieee_values():
+    from gpt2lab.lessons.precision import format_limits
+
+    assert format_limits(torch.float16) == (2.0**-24, 2.0**-14)
+    assert format_limits(torch.bfloat16) == (2.0**-133, 2.0**-126)
+    assert format_limits(torch.float32) == (2.0**-149, 2.0**-126)
+
+
+def test_cast_fate_counts_what_fp16_and_bf16_lose():
+    from gpt2lab.lessons.precision import cast_fate
+
+    # fp16: 2^-26 is under half the smallest subnormal (rounds to 0); 2^-20 is subnormal; 1e-3 normal; 7e4 overflows
+    values = torch.tensor([2.0**-26, 2.0**-20, 1e-3, 7e4, 0.0])
+    fp16 = cast_fate(values, torch.float16)
+    assert (fp16.total, fp16.zero, fp16.subnormal, fp16.overflow) == (4, 1, 1, 1)
+    bf16 = cast_fate(values, torch.bfloat16)
+    assert (bf16.zero, bf16.subnormal, bf16.overflow) == (0, 0, 0)
+    scaled = cast_fate(values[:3], torch.float16, scale=2.0**16)  # a loss scale lifts all three into normal range
+    assert (scaled.zero, scaled.subnormal, scaled.overflow) == (0, 0, 0) and scaled.share("zero") == 0.0
+
+
+def test_logit_gradients_are_softmax_minus_onehot_over_tokens():
+    from gpt2lab.lessons.precision import logit_gradients
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=64, n_layer=1, n_head=2, n_embd=16))
+    x = torch.randint(0, 64, (2, 8))
+    y = torch.randint(0, 64, (2, 8))
+    g = logit_gradients(model, x, y)
+    with torch.no_grad():
+        probs = model(x)[0].softmax(-1)
+    expected = (probs - torch.nn.functional.one_hot(y, 64)).abs() / y.numel()
+    assert torch.allclose(g, expected.flatten(), atol=1e-7)
+    assert all(p.grad is None for p in model.parameters())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -187,3 +188,75 @@ def supported_dtypes(device: torch.device | str) -> list[str]:
         dtypes = ["fp32", "fp16"] + (["tf32", "bf16"] if major >= 8 else [])
         return [d for d in PROBE_DTYPES if d in dtypes]
     return ["fp32", "bf16"]  # CPUs: tf32 is the same arithmetic as fp32; fp16 matmuls fall back to slow paths
+
+
+# ------------------------------------------------------------------------------------ the GPU, inside
+
+_V100_WP = "NVIDIA Tesla V100 GPU Architecture whitepaper (WP-08608-001, 2017): SXM2 table, 'Tensor Cores' section"
+_A100_WP = ("NVIDIA A100 Tensor Core GPU Architecture whitepaper (2020): 'A100 SM Architecture' and comparison "
+            "table; A100 80GB datasheet (2021) for HBM2e size and bandwidth")
+_H100_WP = ("NVIDIA H100 Tensor Core GPU Architecture whitepaper (2022): 'H100 SM Architecture' and comparison "
+            "table; H100 datasheet for SXM5 HBM3 size and bandwidth")
+_H200_DS = "NVIDIA H200 Tensor Core GPU datasheet (2024): 141 GB HBM3e at 4.8 TB/s; the SM is Hopper's (GH100), as H100 SXM5"
+_PTX = "NVIDIA PTX ISA (8.x), 'Warp-level matrix multiply-accumulate' (mma) and 'Asynchronous warpgroup level MMA' (wgmma)"
+
+
+@dataclass(frozen=True)
+class MmaShape:
+    """One tensor-core matrix instruction: D (m x n) = A (m x k) @ B (k x n) + C, with fp32 accumulation."""
+
+    instruction: str  # as PTX names it
+    dtype: str  # input format
+    m: int
+    n: int
+    k: int
+    threads: int  # threads that issue it together (a warp is 32, a Hopper warpgroup 128)
+    source: str
+
+    @property
+    def fmas(self) -> int:
+        """Multiply-adds one instruction performs: m * n outputs, each a sum of k products."""
+        return self.m * self.n * self.k
+
+
+@dataclass(frozen=True)
+class GpuAnatomy:
+    """What the video's GPU talk names, per GPU, from NVIDIA's whitepapers and datasheets (`sources`)."""
+
+    name: str
+    sms: int
+    tensor_cores_per_sm: int
+    registers_kib_per_sm: int  # 64K 32-bit registers on all three
+    shared_kib_per_sm: int  # the most shared memory one SM can be configured to give its blocks
+    l1_shared_kib_per_sm: int  # L1 data cache and shared memory together
+    l2_mib: int
+    hbm_gb: int
+    hbm_gbs: float  # HBM bandwidth, GB/s
+    mma: tuple[MmaShape, ...]
+    sources: tuple[str, ...]
+    boost_mhz: int | None = None  # the clock the datasheet's peak FLOP/s are computed at, where the source states it
+
+    @property
+    def tensor_cores(self) -> int:
+        return self.sms * self.tensor_cores_per_sm
+
+    def levels(self) -> list[tuple[str, float]]:
+        """(memory level, bytes on the whole chip), fastest and smallest first."""
+        return [("registers", self.sms * self.registers_kib_per_sm * 1024),
+                ("shared memory / L1", self.sms * self.l1_shared_kib_per_sm * 1024),
+                ("L2 cache", self.l2_mib * 2**20), ("HBM", self.hbm_gb * 1e9)]
+
+
+_VOLTA_MMA = (MmaShape("tensor core op (per core, per clock); PTX mma.m8n8k4 per warp", "fp16", 4, 4, 4, 1, _V100_WP),)
+_AMPERE_MMA = (MmaShape("mma.sync.aligned.m16n8k8", "tf32", 16, 8, 8, 32, _PTX),
+               MmaShape("mma.sync.aligned.m16n8k16", "bf16", 16, 8, 16, 32, _PTX))
+_HOPPER_MMA = (MmaShape("wgmma.mma_async m64nNk8 (N up to 256)", "tf32", 64, 256, 8, 128, _PTX),
+               MmaShape("wgmma.mma_async m64nNk16 (N up to 256)", "bf16", 64, 256, 16, 128, _PTX),
+               *_AMPERE_MMA)
+
+GPU_ANATOMY: dict[str, GpuAnatomy] = {
+    "V100 SXM2": GpuAnatomy("V100 SXM2", 80, 8, 256, 96, 128, 6, 32, 900, _VOLTA_MMA, (_V100_WP,), 1530),
+    "A100 SXM4 80GB": GpuAnatomy("A100 SXM4 80GB", 108, 4, 256, 164, 192, 40, 80, 2039, _AMPERE_MMA, (_A100_WP, _PTX), 1410),
+    "H100 SXM5": GpuAnatomy("H100 SXM5", 132, 4, 256, 228, 256, 50, 80, 3350, _HOPPER_MMA, (_H100_WP, _PTX)),
+    "H200 SXM": GpuAnatomy("H200 SXM", 132, 4, 256, 228, 256, 50, 141, 4800, _HOPPER_MMA, (_H100_WP, _H200_DS, _PTX)),
+}

@@ -181,3 +181,47 @@ def underflow_table(counts: list[GradientCount]):
                   "param grads: zero (fp32's is not)", "param grad error vs fp32"], rows,
                  caption=f"one forward + backward, same weights and batch; "
                          f"{counts[0].logit_grads:,} logit gradients, {counts[0].param_grads:,} parameter gradients")
+
+
+# ------------------------------------------------------------------------------- range: the picture
+
+
+def format_limits(dtype: torch.dtype) -> tuple[float, float]:
+    """(smallest subnormal, smallest normal) of a float format. Below the normal limit a value keeps fewer
+    significant bits (subnormal); below half the subnormal limit it rounds to zero."""
+    info = torch.finfo(dtype)
+    return info.smallest_normal * info.eps, info.smallest_normal
+
+
+def logit_gradients(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """|d loss / d logits| of one fp32 forward + backward, flattened, on the CPU: the values fp16 would have to hold."""
+    _, g_logits, _ = _grads_of(model, x, y, None)
+    model.zero_grad(set_to_none=True)
+    return g_logits.abs().flatten().cpu()
+
+
+@dataclass(frozen=True)
+class CastFate:
+    """What rounding fp32 values to a 16-bit format does to them, counted by casting."""
+
+    dtype: str
+    scale: float  # the values were multiplied by this first (a loss scale)
+    total: int
+    zero: int  # nonzero in fp32, exactly 0 after the cast
+    subnormal: int  # nonzero but below the format's smallest normal: fewer bits kept
+    overflow: int  # infinite after the cast
+
+    def share(self, what: str) -> float:
+        return getattr(self, what) / self.total
+
+
+def cast_fate(values: torch.Tensor, dtype: torch.dtype, scale: float = 1.0) -> CastFate:
+    """Cast `values * scale` (fp32) to `dtype` and count the values that vanish, turn subnormal or overflow."""
+    v = values.float() * scale
+    cast = v.to(dtype)
+    nonzero = v != 0
+    tiny = torch.finfo(dtype).smallest_normal
+    return CastFate(str(dtype).replace("torch.", ""), scale, int(nonzero.sum()),
+                    int(((cast == 0) & nonzero).sum()),
+                    int(((cast != 0) & (cast.abs() < tiny)).sum()),
+                    int(torch.isinf(cast).sum()))
