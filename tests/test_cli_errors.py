@@ -90,7 +90,10 @@ CASES = [
     # train: paths
     case(*SMOKE, "--data", "nowhere", expect=("--data nowhere", "not a prepared shard folder")),
     case(*SMOKE, "--data", "a_file", expect=("--data a_file", "not a prepared shard folder")),
-    case("train", expect=("--preset gpt2-124m-fineweb10b", "data/edu_fineweb10B", "prepare"), id="train (no data)"),
+    case("train", expect=("no --preset given", "gpt2-124m-fineweb10b", "no GPU", "--preset cpu-tiny-shakespeare"),
+         id="train (no preset, no GPU)", marks=NO_CUDA),
+    case("train", "--preset", "gpt2-124m-fineweb10b", "--device", "cpu",
+         expect=("--preset gpt2-124m-fineweb10b", "data/edu_fineweb10B", "prepare"), id="train (no data)"),
     case("train", "--preset", "smoke", "--out-dir", "a_file", expect=("--out-dir a_file", "is a file")),
     case("train", "--preset", "smoke", "--out-dir", "a_file/run", expect=("--out-dir a_file/run", "is a file")),
     case("train", "--preset", "smoke", "--out-dir", "old_run", expect=("--out-dir old_run", "--resume")),

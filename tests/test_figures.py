@@ -51,6 +51,12 @@ def _losses(tmp_path):
     return plot_losses(tmp_path, baselines={"unigram": 7.0})
 
 
+def _anatomy():
+    from gpt2lab.lessons.gpu import plot_anatomy
+
+    return plot_anatomy()
+
+
 def _representable():
     from gpt2lab.lessons.formats import plot_representable
 
@@ -59,7 +65,7 @@ def _representable():
 
 # Every plotting function in the package, with inputs; test_every_plotting_function_is_checked keeps it complete.
 PLOTS = {"plot_ladder": _ladder, "plot": _ladder, "plot_roofs": _roofs, "plot_roofline": _roofline,
-         "plot_schedule": _schedule, "plot_losses": _losses, "plot_representable": _representable}
+         "plot_schedule": _schedule, "plot_losses": _losses, "plot_representable": _representable, "plot_anatomy": _anatomy}
 
 
 def test_every_plotting_function_is_checked():

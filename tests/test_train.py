@@ -225,7 +225,7 @@ def test_sigterm_saves_a_checkpoint_and_the_printed_command_resumes_exactly(shak
     assert returncode == 143, err
     assert step >= 8 and len(read_log(out)) == step  # the checkpoint holds every step that was logged
     message = err.strip().splitlines()[-1]
-    command = f"python -m gpt2lab train --out-dir {out} --resume"
+    command = f"{python_command()} -m gpt2lab train --out-dir {out} --resume"
     assert message == (f"gpt2lab train: error: stopped by SIGTERM at step {step}; checkpoint "
                        f"{out}/step_{step:06d}.pt; resume with: {command}")
     # the printed command, with flags that may change on resume
@@ -404,7 +404,7 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_previous_one(shakespeare,
     err = capsys.readouterr().err
     assert err == (f"gpt2lab train: error: could not write the checkpoint of step 8 in {out}: No space left on device; "
                    f"the previous checkpoint {out}/step_000004.pt is intact; make room, then resume with: "
-                   f"python -m gpt2lab train --out-dir {out} --resume\n")
+                   f"{python_command()} -m gpt2lab train --out-dir {out} --resume\n")
     assert sorted(p.name for p in out.iterdir()) == ["latest", "log.jsonl", "run.json", "step_000004.pt"]
     monkeypatch.setattr(torch, "save", real_save)
     assert main(["train", "--out-dir", str(out), "--resume", "--no-progress"]) == 0
@@ -429,7 +429,7 @@ def test_a_corrupt_shard_mid_run_stops_with_a_checkpoint(tmp_path, capsys):
     assert err == (f"gpt2lab train: error: stopped by a data error at step {step} (shard {second} is corrupt: its "
                    f"sha256 does not match the manifest); checkpoint {out}/step_{step:06d}.pt; fix the data "
                    f"(`python -m gpt2lab verify DIR` names every bad shard), then resume with: "
-                   f"python -m gpt2lab train --out-dir {out} --resume\n")
+                   f"{python_command()} -m gpt2lab train --out-dir {out} --resume\n")
     second.write_bytes(good)
     assert main(["train", "--out-dir", str(out), "--resume", "--no-progress"]) == 0
     assert main(short_args(str(data), tmp_path / "straight", *flags)) == 0

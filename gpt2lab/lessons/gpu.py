@@ -41,11 +41,12 @@ def anatomy_table(names: list[str] | None = None):
 def plot_anatomy(names: list[str] | None = None):
     """Left: bytes per memory level on the whole chip (log scale), per GPU, HBM bandwidth in the legend.
     Right: multiply-adds per tensor-core instruction, labelled with its m x n x k tile."""
-    import matplotlib.pyplot as plt
     import numpy as np
 
+    from gpt2lab.base import figures
+
     gpus = [GPU_ANATOMY[n] for n in (names or list(GPU_ANATOMY))]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1.3, 1]})
+    fig, (left, right) = figures.subplots(2, 1, height=8.4, gridspec_kw={"height_ratios": [1.2, 1]})
     levels = [name for name, _ in gpus[0].levels()]
     width = 0.8 / len(gpus)
     for i, g in enumerate(gpus):
@@ -53,21 +54,21 @@ def plot_anatomy(names: list[str] | None = None):
         bars = left.barh(np.arange(len(levels)) + i * width, sizes, height=width,
                          label=f"{g.name}: {g.sms} SMs, HBM {g.hbm_gbs / 1000:.2f} TB/s")
         for bar, size in zip(bars, sizes):
-            left.text(size * 1.15, bar.get_y() + bar.get_height() / 2, _bytes(size), va="center", fontsize=7)
+            left.text(size * 1.15, bar.get_y() + bar.get_height() / 2, _bytes(size), va="center",
+                      fontsize=figures.MIN_PT)
     left.set_yticks(np.arange(len(levels)) + 0.4 - width / 2, levels)
     left.invert_yaxis()
-    left.set(xscale="log", xlim=(1e6, 3e12), xlabel="bytes on the whole chip (log scale)",
+    left.set(xscale="log", xlim=(1e6, 3e13), xlabel="bytes on the whole chip (log scale)",
              title="memory levels, fastest at the top")
-    left.legend(fontsize=7, loc="lower right")
+    left.legend(loc="upper right")
     shapes = [(g.name, s) for g in gpus for s in g.mma if s.dtype in ("tf32", "fp16")]
     shapes = list({(s.instruction, s.dtype): (n, s) for n, s in shapes}.values())
     labels = [f"{n.split()[0]}: {s.m}x{s.n}x{s.k} {s.dtype}\n{s.instruction.split(' (')[0]}" for n, s in shapes]
     right.barh(range(len(shapes)), [s.fmas for _, s in shapes], color="tab:purple")
-    right.set_yticks(range(len(shapes)), labels, fontsize=7)
+    right.set_yticks(range(len(shapes)), labels)
     right.invert_yaxis()
     right.set(xscale="log", xlabel="multiply-adds in one instruction (m x n x k)",
               title="one tensor-core instruction: D = A(m x k) B(k x n) + C")
-    fig.tight_layout()
     return fig
 
 
