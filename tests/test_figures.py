@@ -57,6 +57,13 @@ def _anatomy():
     return plot_anatomy()
 
 
+def _closing():
+    from gpt2lab.lessons.closing import closing_figure
+    from gpt2lab.measure.runlog import read_train_text
+
+    return closing_figure({"H200, Tiny Shakespeare": read_train_text(ROOT / "results/h200-2026-11-26/train.txt")})
+
+
 def _representable():
     from gpt2lab.lessons.formats import plot_representable
 
@@ -65,16 +72,35 @@ def _representable():
 
 # Every plotting function in the package, with inputs; test_every_plotting_function_is_checked keeps it complete.
 PLOTS = {"plot_ladder": _ladder, "plot": _ladder, "plot_roofs": _roofs, "plot_roofline": _roofline,
-         "plot_schedule": _schedule, "plot_losses": _losses, "plot_representable": _representable, "plot_anatomy": _anatomy}
+         "plot_schedule": _schedule, "plot_losses": _losses, "plot_representable": _representable, "plot_anatomy": _anatomy,
+         "closing_figure": _closing}
 
 
 def test_every_plotting_function_is_checked():
     found = set()
     for path in (ROOT / "gpt2lab").rglob("*.py"):
+        if path.name == "figures.py":  # the style itself
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.FunctionDef) and node.name.startswith("plot"):
+            if isinstance(node, ast.FunctionDef) and (node.name.startswith("plot") or _makes_a_figure(node)):
                 found.add(node.name)
     assert found == set(PLOTS), "a plotting function without a style check here: add it to PLOTS"
+
+
+def _makes_a_figure(function: ast.FunctionDef) -> bool:
+    """Whether the function calls subplots/figure itself (figures.subplots included), whatever its name."""
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in ("subplots", "figure")
+               for n in ast.walk(function))
+
+
+def test_only_the_style_module_sizes_figures():
+    for path in (ROOT / "gpt2lab").rglob("*.py"):
+        if path.name == "figures.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        assert not FIGSIZE.search(text), f"{path.relative_to(ROOT)}: make the figure with gpt2lab.base.figures.subplots"
+        small = [float(v) for v in FONTSIZE.findall(text) if float(v) < figures.MIN_PT]
+        assert not small, f"{path.relative_to(ROOT)}: font sizes {small} are below {figures.MIN_PT:g} pt"
 
 
 @pytest.mark.parametrize("name", sorted(set(PLOTS) - {"plot"}))

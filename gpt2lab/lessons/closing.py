@@ -19,9 +19,9 @@ def closing_figure(runs: dict[str, RunCurves], epoch_tokens: float = 10e9):
     """Two panels against tokens: train and val loss of each run, with OpenAI GPT-2 124M's val loss on
     FineWeb-Edu; HellaSwag acc_norm of each run (95% interval), with GPT-2's, GPT-3 Small's and the video's
     end points. `epoch_tokens` draws a line where one pass over the 10B-token sample ends."""
-    import matplotlib.pyplot as plt
+    from gpt2lab.base import figures
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (left, right) = figures.subplots(2, 1, height=8.6)
     for name, run in runs.items():
         def x(step, run=run):  # a log axis has no 0: step 0 (nothing trained yet) sits at half a step's tokens
             return max(run.tokens(step), run.tokens_per_step / 2)
@@ -44,7 +44,8 @@ def closing_figure(runs: dict[str, RunCurves], epoch_tokens: float = 10e9):
         ax.axvline(epoch_tokens, color="grey", ls=":", lw=1)
         ax.set_xscale("log")
         ax.set_xlabel("tokens trained on (log scale)")
-    left.text(epoch_tokens, left.get_ylim()[1], " 1 epoch of\n sample-10BT", va="top", fontsize=8, color="grey")
+    left.text(epoch_tokens, left.get_ylim()[1], "1 epoch of \nsample-10BT ", va="top", ha="right",
+              fontsize=figures.MIN_PT, color="grey")
     left.set(ylabel="loss (nats per token)", title="loss")
     for key, color in (("gpt2_hellaswag", "tab:red"), ("gpt3_hellaswag", "tab:green")):
         cited = FULL_RUN[key]
@@ -52,9 +53,8 @@ def closing_figure(runs: dict[str, RunCurves], epoch_tokens: float = 10e9):
     right.axhline(CHANCE, color="grey", ls=":", lw=1.2, label=f"chance: {CHANCE}")
     for key, tokens in (("run10b_hellaswag", 10e9), ("run40b_hellaswag", 40e9)):
         right.plot(tokens, FULL_RUN[key].value, "*", ms=12, color="black")
-    right.plot([], [], "*", ms=10, color="black", label="the video's runs at 10B and 40B tokens (~, read off its plot)")
+    right.plot([], [], "*", ms=10, color="black", label="the video at 10B, 40B tokens (read off its plot)")
     right.set(ylabel="HellaSwag acc_norm", title="HellaSwag")
-    left.legend(fontsize=7)
-    right.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
+    left.legend()
+    right.legend(loc="lower right")
     return fig
