@@ -259,3 +259,61 @@ def test_modern_trains():
     losses = [train_step(built, batch, lr=3e-3).loss.item() for _ in range(40)]
     assert losses[0] == pytest.approx(math.log(SMALL["vocab_size"]), abs=1e-5)  # zero head: uniform at first
     assert losses[-1] < losses[0] - 1.0
+
+
+# ------------------------------------------------------------------------------------- a run keeps its recipe
+
+@pytest.fixture(scope="module")
+def shakespeare(tmp_path_factory):
+    from gpt2lab.engine.prepare import prepare
+
+    folder = tmp_path_factory.mktemp("shards")
+    prepare("tinyshakespeare", folder, shard_size=33_800, workers=1, progress=False)
+    return str(folder)
+
+
+def run_args(data, out, *extra):
+    return ["train", "--preset", "smoke", "--data", data, "--batch-size", "2", "--seq-len", "32", "--total-batch",
+            "64", "--max-steps", "4", "--val-every", "2", "--val-steps", "1", "--sample-every", "0",
+            "--checkpoint-every", "2", "--no-progress", "--out-dir", str(out), *extra]
+
+
+@pytest.mark.slow
+def test_a_run_saves_its_recipe_refuses_another_on_resume_and_loads_for_sampling(shakespeare, tmp_path, capsys):
+    import json
+
+    from gpt2lab.cli.main import main
+    from gpt2lab.run import checkpoint
+    from gpt2lab.run.sample import load_checkpoint_model, sample
+
+    out = tmp_path / "run"
+    assert main(run_args(shakespeare, out, "--recipe", "relu2,rope,muon", "--stop-after", "2")) == 0
+    assert "recipe relu2,rope,muon" in capsys.readouterr().out
+    state = checkpoint.peek(checkpoint.latest(out))
+    assert state["train_config"]["recipe"] == "relu2,rope,muon"
+    assert state["model_config"]["rope"] and state["model_config"]["mlp_act"] == "relu2"
+    assert json.loads((out / "run.json").read_text())["config"]["recipe"] == "relu2,rope,muon"
+    assert "Muon on" in json.loads((out / "run.json").read_text())["decay"]
+    for other in ("gpt2", "modern", "rope,relu2"):
+        assert main(["train", "--out-dir", str(out), "--resume", "--no-progress", "--recipe", other]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(
+            f"gpt2lab train: error: --recipe {other} would change the run being resumed, which was started with "
+            "--recipe relu2,rope,muon"), err
+    # the same recipe spelled in another order is the same recipe; a plain --resume keeps it
+    assert main(["train", "--out-dir", str(out), "--resume", "--no-progress", "--recipe", "muon, rope,relu2"]) == 0
+    assert checkpoint.peek(checkpoint.latest(out))["step"] == 4
+    m = load_checkpoint_model(out)
+    assert m.config.rope and "wpe" not in m.transformer
+    assert sample(m, "ROMEO:", tokens=3, seed=0)[0].startswith("ROMEO:")
+    assert checkpoint.load_model(out).config.mlp_act == "relu2"  # what `hellaswag --checkpoint` loads
+
+
+def test_the_cli_refuses_an_unknown_recipe_in_one_line(tmp_path, capsys):
+    from gpt2lab.cli.main import main
+
+    assert main(["train", "--preset", "smoke", "--recipe", "rope,fast", "--out-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("gpt2lab train: error: --recipe must be gpt2 or modern or a comma "
+                                                   "list of ideas from: rope, rmsnorm"), err
+    assert err.rstrip().endswith("got 'rope,fast'") and not (tmp_path / "r").exists()
