@@ -317,3 +317,45 @@ def test_the_cli_refuses_an_unknown_recipe_in_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and err.startswith("gpt2lab train: error: --recipe must be gpt2 or modern or a comma "
                                                    "list of ideas from: rope, rmsnorm"), err
     assert err.rstrip().endswith("got 'rope,fast'") and not (tmp_path / "r").exists()
+
+
+def test_gpt2_weights_from_a_hugging_face_folder_refuse_a_recipe(tmp_path):
+    from gpt2lab.engine.pretrained import load_gpt2, random_hf_gpt2
+
+    random_hf_gpt2(vocab_size=64, n_positions=16, n_layer=1, n_head=2, n_embd=16).save_pretrained(tmp_path)
+    assert load_gpt2(tmp_path).config.not_gpt2() == []
+    with pytest.raises(ValueError, match="GPT-2's weights fit GPT-2's architecture only, and this model changes rope"):
+        load_gpt2(tmp_path, rope=True)
+
+
+# ------------------------------------------------------------------------------- the benchmark's bookkeeping
+
+def bench_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_recipes.py"
+    spec = importlib.util.spec_from_file_location("bench_recipes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmark_measures_tokens_and_seconds_to_gpt2s_final_loss(tmp_path):
+    import json
+
+    bench = bench_module()
+    log = [{"type": "train", "step": s, "loss": 5.0, "ms": 1000.0} for s in range(4)]
+    log += [{"type": "val", "step": s, "val_loss": v} for s, v in [(0, 9.0), (2, 6.0), (3, 5.0)]]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    points = bench.curve(tmp_path, tokens_per_step=100)
+    assert points == [[0, 0, 9.0, 0.0], [2, 200, 6.0, 2.0], [3, 300, 5.0, 3.0]]  # training seconds before each
+    assert bench.reach(points, 6.5) == [2, 200, 6.0, 2.0] and bench.reach(points, 1.0) is None
+    runs = [{"canonical": "gpt2", "final_val": 6.0, "wall_s": 1.0, "val": [[0, 0, 9.0, 0.0], [4, 400, 6.0, 4.0]]},
+            {"canonical": "gpt2", "final_val": 5.0, "wall_s": 1.0, "val": [[0, 0, 9.0, 0.0], [4, 400, 5.0, 4.0]]},
+            {"canonical": "modern", "final_val": 4.0, "wall_s": 2.0, "val": points},
+            {"canonical": "modern", "final_val": 7.0, "wall_s": 2.0, "val": [[0, 0, 9.0, 0.0], [4, 400, 7.0, 4.0]]}]
+    gpt2, modern = bench.summarize(runs)
+    assert gpt2["target"] == 5.5 and gpt2["reached"] == 1 and gpt2["tokens"]["median"] == 400
+    assert modern["reached"] == 1 and modern["tokens"] == {"median": 300, "min": 300, "max": 300}
+    assert modern["train_s"]["median"] == 3.0 and "modern" in bench.report([gpt2, modern])
