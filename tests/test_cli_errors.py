@@ -65,6 +65,8 @@ CASES = [
     # train: values
     case(*SMOKE, "--autocast", "bogus", expect=("--autocast", "bogus")),
     case(*SMOKE, "--rung", "warp", expect=("--rung", "warp")),
+    case(*SMOKE, "--recipe", "warp", expect=("--recipe", "warp", "gpt2 or modern", "rope, rmsnorm")),
+    case(*SMOKE, "--recipe", "rope,warp", expect=("--recipe", "rope,warp", "a comma list of ideas")),
     case(*SMOKE, "--model", "test", expect=("--model", "test")),
     case(*SMOKE, "--compile", "maybe", expect=("--compile", "maybe")),
     case(*SMOKE, "--max-lr", "nan", expect=("--max-lr", "nan")),

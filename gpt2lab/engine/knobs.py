@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from gpt2lab.engine.model import GPT, LOSS_IMPLS, GPTConfig
-from gpt2lab.engine.optim import DecayReport, OptimConfig, make_adamw
+from gpt2lab.engine.optim import DecayReport, MuonAdamW, OptimConfig, make_optimizer
 
 MATMUL_PRECISIONS = ("highest", "high")  # "high" lets fp32 matmuls use TF32 tensor cores
 AUTOCAST_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -281,7 +281,7 @@ class Built:
     knobs: Knobs
     raw: GPT  # the plain module: state_dict, generate, parameter count
     model: torch.nn.Module  # what the training step calls: raw, compiled and/or DDP-wrapped
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | MuonAdamW  # MuonAdamW when optim.muon (the recipes' `muon` idea)
     decay_report: DecayReport
     device: torch.device
     scaler: torch.amp.GradScaler | None
@@ -315,7 +315,7 @@ def build(
         from torchao.float8 import convert_to_float8_training
 
         convert_to_float8_training(raw, module_filter_fn=fp8_filter)  # in place; names and state_dict unchanged
-    optimizer, report = make_adamw(raw, optim, fused=knobs.fused_adamw, device_type=device.type)
+    optimizer, report = make_optimizer(raw, optim, fused=knobs.fused_adamw, device_type=device.type)
     model: torch.nn.Module = raw
     if knobs.compile:
         model = torch.compile(model, mode=knobs.compile_mode)

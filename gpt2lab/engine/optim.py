@@ -1,9 +1,10 @@
-"""AdamW as GPT-3 / the video configure it, and the warmup + cosine learning-rate schedule."""
+"""AdamW as GPT-3 / the video configure it, the warmup + cosine learning-rate schedule, and (the `muon` idea of
+gpt2lab.engine.recipes) Muon for the hidden matrices beside AdamW for the rest."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -18,6 +19,8 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     grad_clip: float = 1.0
+    muon: bool = False  # torch.optim.Muon for the transformer blocks' matrices, AdamW for everything else
+
 
     @property
     def min_lr(self) -> float:
@@ -41,9 +44,13 @@ class DecayReport:
     no_decay_tensors: int
     no_decay_params: int
     fused: bool
+    muon_tensors: int = 0  # of the decayed ones, those Muon updates
+    muon_params: int = 0
 
     def __str__(self) -> str:
-        return (
+        muon = f"Muon on {self.muon_tensors} hidden matrices ({self.muon_params:,} params), AdamW on the rest; " \
+            if self.muon_tensors else ""
+        return muon + (
             f"weight decay on {self.decay_tensors} tensors ({self.decay_params:,} params), "
             f"none on {self.no_decay_tensors} tensors ({self.no_decay_params:,} params); fused AdamW: {self.fused}"
         )
@@ -64,7 +71,11 @@ def make_adamw(model: torch.nn.Module, cfg: OptimConfig, fused: bool, device_typ
 
     Returns (optimizer, DecayReport). `fused` is honoured only where the device has the fused kernel.
     """
-    params = [p for p in model.parameters() if p.requires_grad]  # the tied head appears once
+    return adamw_for([p for p in model.parameters() if p.requires_grad], cfg, fused, device_type)  # tied head once
+
+
+def adamw_for(params: list, cfg: OptimConfig, fused: bool, device_type: str):
+    """`make_adamw` for a list of parameters."""
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     use_fused = bool(fused) and fused_supported(device_type)
@@ -76,6 +87,64 @@ def make_adamw(model: torch.nn.Module, cfg: OptimConfig, fused: bool, device_typ
         len(decay), sum(p.numel() for p in decay), len(no_decay), sum(p.numel() for p in no_decay), use_fused
     )
     return optimizer, report
+
+
+class MuonAdamW:
+    """Two optimizers stepped as one: Muon for the hidden matrices, AdamW for the rest. It shows the face of a
+    torch.optim.Optimizer that the training step, the checkpoint and a gradient scaler use: `param_groups` (the
+    schedule sets each group's lr), step, zero_grad, state_dict, load_state_dict, register_step_pre_hook."""
+
+    def __init__(self, muon: torch.optim.Muon, adamw: torch.optim.AdamW):
+        self.muon, self.adamw = muon, adamw
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.muon.param_groups + self.adamw.param_groups
+
+    def step(self, closure=None):
+        if closure is not None:
+            raise ValueError("MuonAdamW.step takes no closure")
+        self.muon.step()
+        self.adamw.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.muon.zero_grad(set_to_none=set_to_none)
+        self.adamw.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.muon.load_state_dict(state["muon"])
+        self.adamw.load_state_dict(state["adamw"])
+
+    def register_step_pre_hook(self, hook):
+        return self.muon.register_step_pre_hook(hook)  # Muon steps first: its hook runs before either update
+
+
+def muon_split(model: torch.nn.Module) -> tuple[list, list]:
+    """(Muon's, AdamW's) parameters: the 2-D weights inside the transformer blocks are Muon's; the embeddings, the
+    head (a lookup table's transpose, whose rows see very different gradients) and every gain and bias AdamW's."""
+    muon, rest = [], []
+    for name, p in model.named_parameters():  # a tied head appears once, as wte
+        if p.requires_grad:
+            (muon if p.dim() == 2 and name.startswith("transformer.h.") else rest).append(p)
+    return muon, rest
+
+
+def make_optimizer(model: torch.nn.Module, cfg: OptimConfig, fused: bool, device_type: str):
+    """`make_adamw`, or with cfg.muon Muon for the hidden matrices and AdamW (as `make_adamw` sets it up) for the
+    rest. Muon scales its update to AdamW's typical size (torch's "match_rms_adamw": 0.2 * sqrt(max(rows, cols))
+    times the orthogonalised momentum), so one learning rate and one schedule serve both. Returns (optimizer, report)."""
+    if not cfg.muon:
+        return make_adamw(model, cfg, fused, device_type)
+    hidden, rest = muon_split(model)
+    muon = torch.optim.Muon(hidden, lr=cfg.max_lr, weight_decay=cfg.weight_decay, adjust_lr_fn="match_rms_adamw")
+    adamw, report = adamw_for(rest, cfg, fused, device_type)
+    report = replace(report, decay_tensors=report.decay_tensors + len(hidden),
+                     decay_params=report.decay_params + sum(p.numel() for p in hidden),
+                     muon_tensors=len(hidden), muon_params=sum(p.numel() for p in hidden))
+    return MuonAdamW(muon, adamw), report
 
 
 # ------------------------------------------------------------------------ how the update runs: three ways

@@ -19,6 +19,7 @@ from gpt2lab.base.checks import flag
 from gpt2lab.base.errors import UserError
 from gpt2lab.engine.knobs import DEFAULT_RUNG
 from gpt2lab.engine.optim import OptimConfig
+from gpt2lab.engine.recipes import DEFAULT_RECIPE, canonical, get_recipe, recipe_choices
 from gpt2lab.engine.tokenizer import VOCAB_SIZE
 
 
@@ -41,6 +42,7 @@ class TrainConfig:
     weight_decay: float = 0.1  # AdamW weight decay of the 2-D weights (embeddings and matmuls)
     grad_clip: float = 1.0  # clip the global gradient norm to this (0 disables clipping)
     dropout: float = 0.0  # dropout in training (0 to <1); the video's run uses none, small data needs some
+    recipe: str = DEFAULT_RECIPE  # changes past GPT-2 (gpt2lab.engine.recipes): gpt2 (none), modern (all), or a comma list of ideas
     # speed knobs: a ladder rung, with optional single-knob overrides
     rung: str = DEFAULT_RUNG  # speed settings: a rung of the optimization ladder (auto: the fastest one this device trains with)
     compile: Optional[bool] = None  # override the rung's torch.compile setting
@@ -64,7 +66,12 @@ class TrainConfig:
 
     def optim(self) -> OptimConfig:
         return OptimConfig(max_lr=self.max_lr, min_lr_ratio=self.min_lr_ratio, warmup_steps=self.warmup_steps,
-                           max_steps=self.max_steps, weight_decay=self.weight_decay, grad_clip=self.grad_clip)
+                           max_steps=self.max_steps, weight_decay=self.weight_decay, grad_clip=self.grad_clip,
+                           **get_recipe(self.recipe).optim)
+
+    def model_overrides(self) -> dict:
+        """The GPTConfig fields this run sets on its model preset: dropout, and the recipe's."""
+        return {"dropout": self.dropout, **get_recipe(self.recipe).model}
 
     def validate(self, name: Callable[[str], str] = str) -> None:
         """UserError with one line for the first bad setting. `name` spells a field in the message: the
@@ -94,6 +101,10 @@ class TrainConfig:
             bad("dropout", "must be at least 0 and below 1")
         if not 0 <= self.seed < 2**32:
             bad("seed", "must be between 0 and 2**32-1")
+        try:
+            get_recipe(self.recipe)
+        except UserError:
+            bad("recipe", f"must be {recipe_choices()}")
         for field, allowed in choices().items():
             if getattr(self, field) is not None and getattr(self, field) not in allowed:
                 bad(field, f"must be one of {', '.join(allowed)}")
@@ -172,8 +183,11 @@ def resume_config(saved: TrainConfig, given: dict) -> TrainConfig:
     """The run's saved settings, with the `given` values of the fields in MAY_CHANGE_ON_RESUME. A given value
     that differs from the saved one in any other field is refused, naming its flag and both values.
     `stop_after` belongs to one invocation: the resumed run does not inherit it."""
+    def changes(name: str, value) -> bool:  # `relu2,rope` is the recipe `rope,relu2`
+        return canonical(value) != canonical(saved.recipe) if name == "recipe" else value != getattr(saved, name)
+
     for name, value in given.items():
-        if name not in MAY_CHANGE_ON_RESUME and value != getattr(saved, name):
+        if name not in MAY_CHANGE_ON_RESUME and changes(name, value):
             raise UserError(f"{flag(name)} {shown(value)} would change the run being resumed, which was started with "
                             f"{flag(name)} {shown(getattr(saved, name))}; a resume keeps the run's settings: drop the flag, "
                             "or start a new run in another --out-dir")

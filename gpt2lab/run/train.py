@@ -36,6 +36,7 @@ from gpt2lab.base.shell import python_command
 from gpt2lab.engine.knobs import build, get_rung, keep_freed_memory, matmul_precision, resolve_rung, unsupported_reason
 from gpt2lab.engine.model import get_config
 from gpt2lab.engine.optim import lr_at
+from gpt2lab.engine.recipes import IDEAS
 from gpt2lab.base.stats import format_accuracy
 from gpt2lab.engine.step import train_step
 from gpt2lab.engine.tokenizer import VOCAB_SIZE, decode, encode
@@ -134,7 +135,7 @@ class Trainer:
         self.knobs = knobs
         self.grad_accum = cfg.grad_accum(self.info.world_size)
         try:
-            model_cfg = get_config(cfg.model, dropout=cfg.dropout)
+            model_cfg = get_config(cfg.model, **cfg.model_overrides())
         except ValueError as e:
             raise UserError(str(e)) from None
         data_dir = resolve_data(cfg, self.info)
@@ -166,7 +167,7 @@ class Trainer:
             atomic.write_text(self.out / "run.json", json.dumps(run_info, indent=1) + "\n")
             if self.echo:
                 print(f"{cfg.model}: {run_info['params']:,} parameters on {self.info.device} x{self.info.world_size}, "
-                      f"rung {cfg.rung} ({knobs.describe()}){', deterministic' if cfg.deterministic else ''}\n"
+                      f"recipe {cfg.recipe}, rung {cfg.rung} ({knobs.describe()}){', deterministic' if cfg.deterministic else ''}\n"
                       f"{run_info['decay']}\n"
                       f"{cfg.total_batch:,} tokens/step = {cfg.batch_size} x {cfg.seq_len} x {self.info.world_size} "
                       f"process(es) x {self.grad_accum} micro-steps; {'resuming at step ' + str(self.step) if resume else 'new run'} "
@@ -429,7 +430,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             text += f"; one of: {', '.join(allowed[name])}"
         elif name == "device":
             text += f"; one of: {dist.DEVICE_CHOICES}"
-        metavar = ("{true,false}" if kind is bool else name.upper() if name in allowed or name == "device"
+        elif name == "recipe":
+            text += f"; the ideas: {', '.join(IDEAS)}"
+        metavar = ("{true,false}" if kind is bool else name.upper() if name in allowed or name in ("device", "recipe")
                    else "PATH" if name in ("data", "hellaswag_data") else {int: "N", float: "X", str: "TEXT"}[kind])
         group.add_argument(flag(name), dest=f"set_{name}", default=None, metavar=metavar, help=text,
                            type=lambda s, k=kind: _parse_value(k, s), **extra)

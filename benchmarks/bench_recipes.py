@@ -1,0 +1,139 @@
+"""Past GPT-2's recipe, measured: each recipe trained on the same tokens, several seeds, against `gpt2`.
+
+Every recipe trains the cpu-tiny-shakespeare preset's run (its model shape, batch, learning rate and schedule) for the
+same number of steps, so the same tokens, with each seed. The validation loss is recorded along the way with the
+training time spent to reach it (evaluation not counted). The target is `gpt2`'s final validation loss (the median over
+its seeds); for each recipe the report gives the tokens and the training seconds to reach it: median and range over the
+seeds, and in how many seeds it was reached at all. One JSON line per run and one per recipe's summary are appended to
+--json. The learning rate is the preset's for every recipe: no idea is tuned, so a loss here is a lower bound on what
+that idea buys.
+
+    .venv/bin/python benchmarks/bench_recipes.py --recipes gpt2,modern,rope,muon --seeds 3
+    .venv/bin/python benchmarks/bench_recipes.py --steps 10 --val-every 5 --seeds 2 --recipes gpt2,modern \
+        --json /tmp/check.jsonl  # a check that it works (about 2 minutes on 2 cores), not a measurement
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gpt2lab.base.errors import UserError
+from gpt2lab.engine.recipes import IDEAS, canonical
+from gpt2lab.run.config import get_preset
+from gpt2lab.run.train import read_log, train
+
+PRESET = "cpu-tiny-shakespeare"
+DEFAULT_RECIPES = ",".join(["gpt2", *IDEAS, "modern"])
+
+
+def curve(out_dir: Path, tokens_per_step: int) -> list[list[float]]:
+    """[step, tokens, val loss, training seconds before that evaluation] for each validation of a run."""
+    spent, seconds = {}, 0.0
+    for r in sorted(read_log(out_dir, "train"), key=lambda r: r["step"]):
+        spent[r["step"]] = seconds  # the training time of the steps before this one
+        seconds += r["ms"] / 1000
+    return [[v["step"], v["step"] * tokens_per_step, v["val_loss"], spent.get(v["step"], seconds)]
+            for v in read_log(out_dir, "val")]
+
+
+def reach(points: list[list[float]], target: float) -> list[float] | None:
+    """The first validation at or below `target` ([step, tokens, val, seconds]), or None."""
+    return next((p for p in points if p[2] <= target), None)
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else {}
+
+
+def summarize(runs: list[dict], baseline: str = "gpt2") -> list[dict]:
+    """Per recipe: the target (the baseline's median final val loss) and the tokens and seconds to reach it."""
+    finals = [r["final_val"] for r in runs if r["canonical"] == baseline]
+    if not finals:
+        raise ValueError(f"no {baseline} runs to set the target")
+    target = statistics.median(finals)
+    out = []
+    for recipe in dict.fromkeys(r["canonical"] for r in runs):
+        mine = [r for r in runs if r["canonical"] == recipe]
+        hits = [p for p in (reach(r["val"], target) for r in mine) if p is not None]
+        out.append({"kind": "summary", "recipe": recipe, "target": target, "seeds": len(mine), "reached": len(hits),
+                    "steps": spread([p[0] for p in hits]), "tokens": spread([p[1] for p in hits]),
+                    "train_s": spread([p[3] for p in hits]), "final_val": spread([r["final_val"] for r in mine]),
+                    "wall_s": spread([r["wall_s"] for r in mine])})
+    return out
+
+
+def one_run(recipe: str, seed: int, args) -> dict:
+    cfg = get_preset(PRESET, recipe=recipe, seed=seed, max_steps=args.steps, val_every=args.val_every,
+                     val_steps=args.val_steps, sample_every=0, checkpoint_every=0, log_every=10**9,
+                     warmup_steps=min(get_preset(PRESET).warmup_steps, max(1, args.steps // 10)),
+                     **({"autocast": args.autocast} if args.autocast else {}))
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        train(cfg, tmp, progress=False, echo=False)
+        wall = time.perf_counter() - t0
+        points = curve(Path(tmp), cfg.total_batch)
+    return {"kind": "run", "recipe": recipe, "canonical": canonical(recipe), "seed": seed, "steps": args.steps,
+            "tokens_per_step": cfg.total_batch, "autocast": cfg.autocast, "val": points,
+            "final_val": points[-1][2], "wall_s": wall}
+
+
+def report(summary: list[dict]) -> str:
+    fmt = lambda s, unit="": f"{s['median']:,.0f}{unit} [{s['min']:,.0f}-{s['max']:,.0f}]" if s else "-"  # noqa: E731
+    lines = [f"target: gpt2's final val loss {summary[0]['target']:.4f} (median over its seeds)",
+             f"{'recipe':<22} {'reached':>7} {'tokens to target':>26} {'train s to target':>20} {'final val':>22}"]
+    for s in summary:
+        final = s["final_val"]
+        lines.append(f"{s['recipe']:<22} {s['reached']:>3}/{s['seeds']:<3} {fmt(s['tokens']):>26} "
+                     f"{fmt(s['train_s'], ' s'):>20} {final['median']:>8.4f} [{final['min']:.3f}-{final['max']:.3f}]")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--recipes", default=DEFAULT_RECIPES, help=f"comma list of recipes, `+` between the ideas of one "
+                   f"(e.g. gpt2,modern,rope+relu2); must include gpt2 (default: {DEFAULT_RECIPES})")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per recipe (default 3)")
+    p.add_argument("--steps", type=int, default=get_preset(PRESET).max_steps,
+                   help=f"optimizer steps per run, {get_preset(PRESET).total_batch:,} tokens each (default: the preset's)")
+    p.add_argument("--val-every", type=int, default=100, help="validation every N steps (default 100)")
+    p.add_argument("--val-steps", type=int, default=get_preset(PRESET).val_steps, help="micro-batches per validation")
+    p.add_argument("--autocast", choices=["none", "bf16"], help="override the preset's autocast (bf16)")
+    p.add_argument("--json", metavar="PATH", default="results/recipes-cpu.jsonl",
+                   help="append one JSON line per run and per recipe summary (default results/recipes-cpu.jsonl)")
+    args = p.parse_args(argv)
+    recipes = [r.replace("+", ",") for r in args.recipes.split(",") if r.strip()]
+    try:
+        if "gpt2" not in {canonical(r) for r in recipes}:
+            raise UserError("--recipes must include gpt2: its final val loss is the target")
+        if args.seeds < 1 or args.steps < 1 or args.val_every < 1:
+            raise UserError("--seeds, --steps and --val-every must be positive")
+        started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        runs = []
+        for seed in range(args.seeds):  # seeds outermost: a load change on a shared machine hits every recipe
+            for recipe in recipes:
+                run = one_run(recipe, seed, args)
+                runs.append({**run, "started": started, "machine": platform.node(), "preset": PRESET})
+                print(f"{recipe} seed {seed}: final val {run['final_val']:.4f}, {run['wall_s']:.1f} s", flush=True)
+        summary = [{**s, "started": started, "preset": PRESET} for s in summarize(runs)]
+    except UserError as e:
+        print(f"bench_recipes: error: {e}", file=sys.stderr)
+        return 2
+    print(report(summary))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.json, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in runs + summary)
+        print(f"appended {len(runs) + len(summary)} lines to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
