@@ -219,6 +219,23 @@ def test_sigkill_mid_run_resumes_from_last_checkpoint(shakespeare, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_second_train_into_a_live_run_is_refused_and_the_run_goes_on(shakespeare, tmp_path, capsys):
+    out = tmp_path / "live"
+    proc = run_cli(cli_args(shakespeare, out))
+    try:
+        wait_for_steps(proc, out, 2)
+        for extra in (["--resume"], ["--preset", "smoke", "--data", shakespeare]):
+            assert main(["train", "--out-dir", str(out), "--no-progress", *extra]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and f"{out} is in use by a training run still running (pid {proc.pid}" in err
+        wait_for_steps(proc, out, 6)  # the live run was not disturbed
+    finally:
+        proc.kill()
+        proc.wait()
+    assert main(["train", "--out-dir", str(out), "--resume", "--stop-after", "1", "--no-progress"]) == 0
+
+
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_the_printed_command_resumes_exactly(shakespeare, tmp_path):
     out = tmp_path / "preempted"
     returncode, err, step = start_then_signal(shakespeare, out, 8, signal.SIGTERM)
@@ -405,7 +422,7 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_previous_one(shakespeare,
     assert err == (f"gpt2lab train: error: could not write the checkpoint of step 8 in {out}: No space left on device; "
                    f"the previous checkpoint {out}/step_000004.pt is intact; make room, then resume with: "
                    f"python -m gpt2lab train --out-dir {out} --resume\n")
-    assert sorted(p.name for p in out.iterdir()) == ["latest", "log.jsonl", "run.json", "step_000004.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["latest", "log.jsonl", "run.json", "run.lock", "step_000004.pt"]
     monkeypatch.setattr(torch, "save", real_save)
     assert main(["train", "--out-dir", str(out), "--resume", "--no-progress"]) == 0
     assert main(short_args(shakespeare, tmp_path / "straight")) == 0

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from gpt2lab.base import atomic
+from gpt2lab.base import atomic, lock
 from gpt2lab.run import checkpoint
 from gpt2lab.base import dist
 from gpt2lab.run import stop
@@ -155,8 +155,7 @@ class Trainer:
             del saved
         elif self.info.is_master:
             self.out.mkdir(parents=True, exist_ok=True)
-            if checkpoint.latest(self.out) is not None:
-                raise UserError(f"{self.out} already holds a run; pass --resume to continue it or pick another --out-dir")
+            refuse_existing_run(self.out, str(self.out))
             (self.out / LOG).write_text("")
         if self.info.is_master:
             run_info = {"preset": preset, "config": asdict(cfg), "knobs": asdict(knobs),
@@ -387,7 +386,31 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, progress: bool = True
     """Run (or continue) a training run; returns a summary. The Python face of `gpt2lab train`.
     With resume=True the run continues with its saved settings; `cfg` may differ from them only in
     config.MAY_CHANGE_ON_RESUME (evaluation, logging and checkpoint cadence, stop_after)."""
-    return Trainer(cfg, out_dir, resume=resume, progress=progress, echo=echo, preset=preset).fit()
+    with locked(out_dir):
+        return Trainer(cfg, out_dir, resume=resume, progress=progress, echo=echo, preset=preset).fit()
+
+
+@contextmanager
+def locked(out_dir, create: bool = True):
+    """The run folder is this run's while the block runs: a second `train` into it (new or --resume) is
+    refused with the pid of this one. Only rank 0 holds the lock (every rank writes into one folder).
+    create=False: only a folder that has a lock file is locked (a check before the run that writes nothing)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    with lock.held(out_dir, what="a training run", create=create):
+        yield
+
+
+def refuse_existing_run(out: Path, name: str) -> None:
+    """A new run starts only in a folder with no checkpoint and no logged step of an earlier run."""
+    if checkpoint.saved_steps(out) or (out / checkpoint.POINTER).exists() or (out / checkpoint.LEGACY).exists():
+        held = "checkpoints"
+    elif (out / LOG).is_file() and (out / LOG).stat().st_size > 0:
+        held = f"the {LOG} of a run that wrote no checkpoint yet"
+    else:
+        return
+    raise UserError(f"{name} already holds a run ({held}); pass --resume to continue it, or pick another --out-dir")
 
 
 def read_log(out_dir, kind: str = "train") -> list[dict]:
@@ -465,8 +488,8 @@ def check_inputs(cfg: TrainConfig, args: argparse.Namespace, out: Path) -> None:
     output_folder(out, "--out-dir")
     if args.resume:
         _checkpoint_to_resume(out)
-    elif checkpoint.latest(out) is not None:
-        raise UserError(f"--out-dir {out} already holds a run; pass --resume to continue it, or pick another --out-dir")
+    else:
+        refuse_existing_run(out, f"--out-dir {out}")
     if cfg.hellaswag_every:
         from gpt2lab.run import hellaswag
 
@@ -492,6 +515,12 @@ def _checkpoint_to_resume(out: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out_dir or os.path.join("runs", args.preset or DEFAULT_PRESET))
+    output_folder(out, "--out-dir")
+    with locked(out, create=False):  # a live run there is refused before anything reads the folder
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out: Path) -> int:
     if args.resume:  # the run's saved settings plus the flags given now (refused if they change the computation)
         found = _checkpoint_to_resume(out)
         overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set_") and v is not None}
