@@ -63,8 +63,27 @@ def test_missing_unreadable_and_legacy_checkpoints(tmp_path):
     with pytest.raises(UserError, match="step_000007.pt is not a readable gpt2lab checkpoint"):
         checkpoint.load(tmp_path)
     (tmp_path / "latest").write_text("step_000009.pt\n")
-    with pytest.raises(UserError, match=r"names step_000009.pt, which is missing; point it at one of \['step_000007.pt'\]"):
+    assert checkpoint.load(tmp_path)["step"] == 5  # the only loadable checkpoint left is the legacy one
+    (tmp_path / "latest.pt").unlink()
+    with pytest.raises(UserError, match=r"names step_000009.pt, which is missing, and no complete checkpoint is "
+                                        r"left to fall back on \(step files: \['step_000007.pt'\]\)"):
         checkpoint.load(tmp_path)
+
+
+@pytest.mark.parametrize("pointer", [None, "step_000009.pt\n", "", "\x00\x00garbage", "../../etc/passwd"])
+def test_a_missing_or_bad_pointer_falls_back_to_the_newest_complete_checkpoint(tmp_path, capsys, pointer):
+    for step in (2, 4, 6):
+        checkpoint.save(state(step), tmp_path)
+    (tmp_path / "step_000008.pt").write_bytes(b"PK\x03\x04 torn")  # a checkpoint cut short: not loadable
+    (tmp_path / "latest").unlink()
+    if pointer is not None:
+        (tmp_path / "latest").write_text(pointer)
+    assert checkpoint.latest(tmp_path) == tmp_path / "step_000006.pt"
+    assert checkpoint.load(tmp_path)["step"] == 6
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith("; using step_000006.pt, the newest complete checkpoint\n")
+    assert (f"{tmp_path} has step checkpoints but no latest pointer" in err if pointer is None
+            else f"{tmp_path / 'latest'} " in err)
 
 
 def test_rng_state_round_trip():

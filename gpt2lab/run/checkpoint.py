@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -38,16 +39,66 @@ def saved_steps(folder: str | os.PathLike) -> list[int]:
 
 
 def latest(folder: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint in a run folder, or None if it holds none."""
+    """The newest complete checkpoint in a run folder, or None if it holds none. `latest` names it; if that
+    pointer is missing (a crash between the checkpoint and the pointer, a deleted file) or names no checkpoint
+    file, the newest complete, loadable step checkpoint is used instead, and one line on stderr says so."""
     folder = Path(folder)
     pointer = folder / POINTER
     if pointer.is_file():
-        path = folder / pointer.read_text().strip()
-        if not path.is_file():
-            raise UserError(f"{pointer} names {path.name}, which is missing; point it at one of "
-                            f"{[step_path(folder, s).name for s in saved_steps(folder)] or 'no checkpoints'}")
-        return path
-    return folder / LEGACY if (folder / LEGACY).is_file() else None
+        try:
+            name = pointer.read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            name = ""
+        if _STEP_FILE.fullmatch(name) or name == LEGACY:
+            if (folder / name).is_file():
+                return folder / name
+            problem = f"{pointer} names {name}, which is missing"
+        else:
+            problem = f"{pointer} does not name a checkpoint ({name[:40]!r})"
+    elif not saved_steps(folder):
+        return folder / LEGACY if (folder / LEGACY).is_file() else None
+    else:
+        problem = f"{folder} has step checkpoints but no {POINTER} pointer"
+    found = newest_complete(folder)
+    if found is None:
+        if (folder / LEGACY).is_file():
+            found = folder / LEGACY
+        else:
+            raise UserError(f"{problem}, and no complete checkpoint is left to fall back on (step files: "
+                            f"{[step_path(folder, s).name for s in saved_steps(folder)] or 'none'})")
+    _say_once(f"gpt2lab: {problem}; using {found.name}, the newest complete checkpoint")
+    return found
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(line: str) -> None:
+    if line not in _SAID:
+        _SAID.add(line)
+        print(line, file=sys.stderr, flush=True)
+
+
+def newest_complete(folder: str | os.PathLike) -> Path | None:
+    """The newest step checkpoint that is whole and loads (its small entries are read, not its tensors)."""
+    for step in reversed(saved_steps(folder)):
+        path = step_path(folder, step)
+        if complete(path):
+            return path
+    return None
+
+
+def complete(path: Path) -> bool:
+    """Whether a checkpoint file is whole: a zip file torch.load reads (tensors mapped, not read)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return False
+    return True
 
 
 def save(state: dict, folder: str | os.PathLike, keep: int = 0) -> Path:
