@@ -422,7 +422,8 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_previous_one(shakespeare,
     assert err == (f"gpt2lab train: error: could not write the checkpoint of step 8 in {out}: No space left on device; "
                    f"the previous checkpoint {out}/step_000004.pt is intact; make room, then resume with: "
                    f"python -m gpt2lab train --out-dir {out} --resume\n")
-    assert sorted(p.name for p in out.iterdir()) == ["latest", "log.jsonl", "run.json", "run.lock", "step_000004.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["latest", "log.jsonl", "run.json", "run.lock", "step_000004.pt",
+                                                     "step_000004.pt.sha256"]
     monkeypatch.setattr(torch, "save", real_save)
     assert main(["train", "--out-dir", str(out), "--resume", "--no-progress"]) == 0
     assert main(short_args(shakespeare, tmp_path / "straight")) == 0

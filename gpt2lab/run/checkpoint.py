@@ -3,7 +3,10 @@
 A run folder holds step-numbered checkpoints `step_000500.pt`, ... and a small text file `latest` naming
 the newest complete one. Each checkpoint is written atomically (gpt2lab.base.atomic) *before* `latest` is
 switched to it, so `latest` always names a whole file: a full disk or a crash mid-write leaves the previous
-checkpoint and pointer as they were. Only the newest `keep` checkpoints are kept.
+checkpoint and pointer as they were. Only the newest `keep` checkpoints are kept. Beside each checkpoint a
+sidecar `step_N.pt.sha256` (written before the pointer switches) holds the sha256 of its bytes: loading checks
+it, so a file damaged later (a bad disk, a torn copy) is refused in one line instead of giving a model of
+garbage numbers. Checkpoints without a sidecar (older ones) load unchecked.
 
 Saved as a plain dict of tensors, numbers, strings, lists and dicts, so `torch.load(weights_only=True)`
 can read it: loading a checkpoint never runs pickled code.
@@ -19,6 +22,7 @@ from pathlib import Path
 import torch
 
 from gpt2lab.base import atomic, checks
+from gpt2lab.base.download import sha256_file
 from gpt2lab.base.errors import UserError, one_line
 
 POINTER = "latest"  # a text file naming the newest complete checkpoint
@@ -89,10 +93,11 @@ def newest_complete(folder: str | os.PathLike) -> Path | None:
 
 
 def complete(path: Path) -> bool:
-    """Whether a checkpoint file is whole: a zip file torch.load reads (tensors mapped, not read)."""
+    """Whether a checkpoint file is whole: a zip file that matches its sha256 (if it has one) and that
+    torch.load reads (tensors mapped, not read)."""
     import zipfile
 
-    if not zipfile.is_zipfile(path):
+    if not zipfile.is_zipfile(path) or integrity_problem(path):
         return False
     try:
         torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -108,6 +113,8 @@ def save(state: dict, folder: str | os.PathLike, keep: int = 0) -> Path:
     path = step_path(folder, state["step"])
     with atomic.atomic_write(path) as f:
         torch.save(state, f)
+    # the hash of the bytes on disk, then the pointer: `latest` names only a whole file that can prove it
+    atomic.write_text(hash_path(path), f"{sha256_file(path)}  {path.name}\n")
     atomic.write_text(folder / POINTER, path.name + "\n")  # switched only once the file is whole
     if keep > 0:
         prune(folder, keep, newest=state["step"])
@@ -122,7 +129,32 @@ def prune(folder: str | os.PathLike, keep: int, newest: int) -> list[Path]:
     doomed = [step_path(folder, s) for s in older[: max(len(older) - keep, 0)]]
     for path in doomed:
         path.unlink(missing_ok=True)
+        hash_path(path).unlink(missing_ok=True)
     return doomed
+
+
+def hash_path(path: Path) -> Path:
+    """The sidecar `step_N.pt.sha256` (sha256sum's format) holding the sha256 of a checkpoint's bytes."""
+    return path.with_name(path.name + ".sha256")
+
+
+def integrity_problem(path: Path) -> str | None:
+    """Why a checkpoint's bytes are not the ones that were saved, or None when they are (or when it has no
+    sidecar: checkpoints from before the hashes load as they are)."""
+    sidecar = hash_path(path)
+    if not sidecar.is_file():
+        return None
+    try:
+        expected = sidecar.read_text().split()[0].lower()
+    except (OSError, UnicodeDecodeError, IndexError):
+        return f"its hash file {sidecar.name} is unreadable"
+    if len(expected) != 64:
+        return f"its hash file {sidecar.name} holds no sha256"
+    actual = sha256_file(path)
+    if actual != expected:
+        return (f"its bytes do not match the sha256 saved with it in {sidecar.name} ({actual[:12]}... instead of "
+                f"{expected[:12]}...): the file changed after it was written (disk or copy error)")
+    return None
 
 
 def load(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -135,6 +167,9 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
         path = found
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}")
+    problem = integrity_problem(path)
+    if problem:
+        raise UserError(f"{path} is damaged: {problem}; use an earlier checkpoint")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a truncated or foreign file: say which one, not a pickle traceback
