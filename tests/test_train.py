@@ -21,7 +21,7 @@ from gpt2lab.base.errors import RunStopped, TrainingDiverged, UserError
 from gpt2lab.engine.knobs import Knobs, build
 from gpt2lab.engine.model import GPT, get_config
 from gpt2lab.engine.prepare import prepare
-from gpt2lab.engine.step import capture_gradients
+from gpt2lab.engine.step import capture_gradients, train_step
 from gpt2lab.run.train import Trainer, read_log, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +65,25 @@ def test_clipping_caps_the_global_norm():
     assert res.grad_norm.item() > 1e-3  # reported norm is the one before clipping
     clipped = torch.sqrt(sum((g ** 2).sum() for g in grads))
     assert clipped.item() == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_a_nonfinite_gradient_skips_the_optimizer_step():
+    cfg = get_config("test")
+    x = torch.randint(0, cfg.vocab_size, (4, 16))
+    for skip in (True, False):
+        built = build(Knobs(), cfg, "cpu", seed=0)
+        before = [p.detach().clone() for p in built.raw.parameters()]
+        hook = built.raw.lm_head.weight.register_hook(lambda g: g * float("nan"))
+        result = train_step(built, lambda: (x, x), skip_nonfinite=skip)
+        hook.remove()
+        assert torch.isnan(result.grad_norm) and torch.isfinite(result.loss)
+        after = list(built.raw.parameters())
+        if skip:
+            assert result.skipped and not built.optimizer.state  # no update, no moment estimates
+            assert all(torch.equal(a, b) for a, b in zip(after, before))
+            assert all(p.grad is None for p in after)
+        else:  # what the trainer did before: a NaN gradient poisons the weights
+            assert not result.skipped and not all(torch.isfinite(p).all() for p in after)
 
 
 @pytest.mark.slow
@@ -156,6 +175,32 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(shakespeare, tmp_path, mo
         train(tiny(shakespeare, val_every=0, sample_every=0), tmp_path, progress=False, echo=False)
     assert checkpoint.load(tmp_path)["step"] == 3
     assert all(torch.isfinite(p).all() for p in checkpoint.load(tmp_path)["model"].values())
+
+
+@pytest.mark.slow
+def test_nan_gradient_stops_before_the_update_and_nonfinite_weights_are_never_saved(shakespeare, tmp_path, monkeypatch):
+    original = GPT.forward
+    calls = {"n": 0}
+
+    def poisoned(self, idx, targets=None):
+        logits, loss = original(self, idx, targets)
+        if targets is not None and self.training:
+            calls["n"] += 1
+            if calls["n"] > 8:  # 2 micro-batches per step: step 4's gradients are NaN, its loss is not
+                loss.register_hook(lambda g: g * float("nan"))
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    trainer = Trainer(tiny(shakespeare, val_every=0, sample_every=0), tmp_path, progress=False, echo=False)
+    with pytest.raises(TrainingDiverged, match=r"gradient norm became nan \(loss [0-9.]+\) at step 4; the update was "
+                                               r"skipped; stopped, the last good checkpoint is .*step_000003.pt"):
+        trainer.fit()
+    assert all(torch.isfinite(p).all() for p in trainer.built.raw.parameters())  # the bad step changed nothing
+    with torch.no_grad():
+        next(trainer.built.raw.parameters()).fill_(float("inf"))
+    with pytest.raises(TrainingDiverged, match="NaN or infinite values at step 4; no checkpoint written"):
+        trainer.save()
+    assert checkpoint.saved_steps(tmp_path) == [3] and checkpoint.load(tmp_path)["step"] == 3
 
 
 def run_cli(args, **kw):

@@ -204,9 +204,18 @@ class Trainer:
             return f"torchrun --standalone --nproc_per_node={per_node} {args}"
         return f"the same torchrun command with {args}"
 
+    def _kept(self) -> str:
+        saved = checkpoint.latest(self.out)
+        return f"the last good checkpoint is {saved}" if saved else "no checkpoint was written yet"
+
     def save(self) -> None:
         """Write the checkpoint of the current step (rank 0) and make sure every rank knows it worked:
-        the all-reduce doubles as a barrier, so no rank exits (and has torchrun kill the others) mid-write."""
+        the all-reduce doubles as a barrier, so no rank exits (and has torchrun kill the others) mid-write.
+        Weights that are not finite are never saved (every rank holds the same weights, so all refuse)."""
+        finite = torch.stack([torch.isfinite(p).all() for p in self.built.raw.parameters()]).all().item()
+        if not finite:
+            raise TrainingDiverged(f"the weights hold NaN or infinite values at step {self.step}; no checkpoint "
+                                   f"written; stopped, {self._kept()}")
         failure = ""
         if self.info.is_master:
             try:
@@ -364,14 +373,14 @@ class Trainer:
             x, y = next(queue)
             return x.to(self.info.device, non_blocking=True), y.to(self.info.device, non_blocking=True)
 
-        result = train_step(self.built, next_batch, self.grad_accum, lr=lr, grad_clip=cfg.grad_clip)
+        result = train_step(self.built, next_batch, self.grad_accum, lr=lr, grad_clip=cfg.grad_clip,
+                            skip_nonfinite=True)
         loss = dist.mean(result.loss, self.info).item()  # .item() waits for the device
         norm = result.grad_norm.item()
         dt = time.perf_counter() - t0
-        if not math.isfinite(loss):
-            saved = checkpoint.latest(self.out)
-            kept = f"the last good checkpoint is {saved}" if saved else "no checkpoint was written yet"
-            raise TrainingDiverged(f"loss became {loss} at step {self.step}; stopped, {kept}")
+        if not math.isfinite(loss) or result.skipped:  # the weights are still those before this step
+            what = f"loss became {loss}" if not math.isfinite(loss) else f"gradient norm became {norm} (loss {loss:.4f})"
+            raise TrainingDiverged(f"{what} at step {self.step}; the update was skipped; stopped, {self._kept()}")
         tok_s = cfg.total_batch / dt
         record = {"type": "train", "step": self.step, "loss": loss, "lr": lr, "grad_norm": norm,
                   "ms": dt * 1000, "tokens_per_s": tok_s}
