@@ -212,14 +212,41 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_model(path: str | os.PathLike, device="cpu"):
-    """A GPT from a training checkpoint or run folder (for evaluation and sampling)."""
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile's OptimizedModule, DistributedDataParallel
+
+
+def unwrap_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys without the prefixes torch.compile and DDP add (`module._orig_mod.lm_head.weight` -> `lm_head.weight`)."""
+    out = {}
+    for key, value in state_dict.items():
+        while key.startswith(WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        out[key] = value
+    return out
+
+
+def load_model(path: str | os.PathLike, device="cpu", option: str = "--checkpoint"):
+    """The one way to get a GPT out of a training checkpoint or run folder (sample, hellaswag, the chapters):
+    in eval mode (no dropout, so scoring and sampling are repeatable), with the prefixes torch.compile and DDP
+    add removed. Every failure is one UserError naming `option`: unreadable, damaged (sha256), not a GPT of
+    ours, or weights that are NaN or infinite (a run that had diverged), which would only sample garbage."""
     from gpt2lab.engine.model import GPT, GPTConfig
 
-    state = load(path)
-    model = GPT(GPTConfig(**state["model_config"]))
-    model.load_state_dict(state["model"])
-    return model.to(device)
+    try:
+        state = load(path)
+    except UserError as e:
+        raise UserError(f"{option} {e}") from None
+    try:
+        model = GPT(GPTConfig(**state["model_config"]))
+        model.load_state_dict(unwrap_state_dict(state["model"]))
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # readable, but not a GPT of ours
+        raise UserError(f"{option} {path}: not a gpt2lab model checkpoint ({one_line(e)[:200]})") from None
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise UserError(f"{option} {path}: the model's weights hold NaN or infinite values ({bad[0]}"
+                        f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}): the run had diverged when it "
+                        "was saved; use an earlier checkpoint")
+    return model.to(device).eval()
 
 
 def max_param_diff(a: str | os.PathLike, b: str | os.PathLike) -> float:
