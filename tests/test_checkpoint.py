@@ -54,6 +54,24 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert checkpoint.load(tmp_path)["step"] == 4
 
 
+def test_torch_save_failing_with_runtime_error_is_an_os_error_and_keeps_the_previous(tmp_path, monkeypatch):
+    checkpoint.save(state(4), tmp_path, keep=3)
+    real_save = torch.save
+
+    def disk_full(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 the first bytes")  # torch's zip writer fails part way through
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+                           "data/3: file write failed\nunexpected pos 1216 vs 1180")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match=r"torch.save could not write it \(.*unexpected pos 1216 vs 1180\)") as e:
+        checkpoint.save(state(8), tmp_path, keep=3)
+    assert e.value.errno == errno.EIO and "\n" not in e.value.strerror
+    monkeypatch.setattr(torch, "save", real_save)
+    assert files(tmp_path) == ["latest", "step_000004.pt", "step_000004.pt.sha256"]
+    assert checkpoint.load(tmp_path)["step"] == 4
+
+
 def test_missing_unreadable_and_legacy_checkpoints(tmp_path):
     with pytest.raises(UserError, match="no checkpoint in"):
         checkpoint.load(tmp_path)

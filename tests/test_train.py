@@ -500,6 +500,42 @@ def test_a_corrupt_shard_mid_run_stops_with_a_checkpoint(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_torch_save_runtime_error_stops_like_a_full_disk(shakespeare, tmp_path, monkeypatch):
+    real_save = torch.save
+
+    def unexpected_pos_at_step_6(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("step") == 6:
+            raise RuntimeError("[enforce fail at inline_container.cc:778] . unexpected pos 9472 vs 9360")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", unexpected_pos_at_step_6)
+    with pytest.raises(RunStopped, match=r"could not write the checkpoint of step 6 in .*: torch.save could not write "
+                                         r"it \(.*unexpected pos 9472 vs 9360\); the previous checkpoint "
+                                         r".*step_000003.pt is intact; make room, then resume with"):
+        train(tiny(shakespeare, val_every=0, sample_every=0), tmp_path, progress=False, echo=False)
+    assert checkpoint.saved_steps(tmp_path) == [3]
+
+
+@pytest.mark.slow
+def test_a_torn_last_log_line_is_dropped_on_resume(shakespeare, tmp_path, capsys):
+    cfg = tiny(shakespeare, val_every=0, sample_every=0)
+    train(tiny(shakespeare, val_every=0, sample_every=0, stop_after=3), tmp_path, progress=False, echo=False)
+    with open(tmp_path / "log.jsonl", "ab") as f:
+        f.write(b'{"type": "train", "step": 3, "loss": 7.1, "l')  # the disk filled up mid-line
+    assert [r["step"] for r in read_log(tmp_path)] == [0, 1, 2]  # reading skips it too
+    capsys.readouterr()
+    train(cfg, tmp_path, resume=True, progress=False, echo=False)
+    assert capsys.readouterr().err == (f"gpt2lab: dropped the torn last line of {tmp_path / 'log.jsonl'} (44 bytes, "
+                                       "cut short when it was written, e.g. by a full disk)\n")
+    assert [r["step"] for r in read_log(tmp_path)] == list(range(6))
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    lines[1] = lines[1][:20]  # damage before the last line is not a torn write: one clear error
+    (tmp_path / "log.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=r"log.jsonl, line 2, is not a JSON record"):
+        train(cfg, tmp_path, resume=True, progress=False, echo=False)
+
+
+@pytest.mark.slow
 def test_keep_checkpoints_prunes_the_oldest(shakespeare, tmp_path):
     train(tiny(shakespeare, checkpoint_every=1, keep_checkpoints=2), tmp_path, progress=False, echo=False)
     assert checkpoint.saved_steps(tmp_path) == [5, 6] and checkpoint.load(tmp_path)["step"] == 6
@@ -564,7 +600,7 @@ def test_a_checkpoint_of_another_model_shape_is_refused_naming_both(shakespeare,
     path = checkpoint.latest(tmp_path)
     state = torch.load(path, weights_only=True)
     state["model_config"]["n_layer"] = 3  # e.g. the model preset was redefined since the run started
-    torch.save(state, path)
+    checkpoint.save(state, tmp_path)  # saved again with its hash (an edit in place is refused as damage)
     with pytest.raises(UserError, match=f"the checkpoint in {tmp_path} holds a model with n_layer=3; "
                                         "--model cpu-tiny now builds n_layer=2"):
         train(tiny(shakespeare, max_steps=2), tmp_path, resume=True, progress=False, echo=False)

@@ -14,6 +14,7 @@ can read it: loading a checkpoint never runs pickled code.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -108,11 +109,16 @@ def complete(path: Path) -> bool:
 
 def save(state: dict, folder: str | os.PathLike, keep: int = 0) -> Path:
     """Write `state` as the checkpoint of step `state["step"]`, point `latest` at it, and keep only the
-    newest `keep` checkpoints (0 keeps all). An OSError (disk full, ...) leaves the previous ones intact."""
+    newest `keep` checkpoints (0 keeps all). An OSError (disk full, ...) leaves the previous ones intact; so does
+    a RuntimeError from torch.save's writer, raised again as an OSError."""
     folder = Path(folder)
     path = step_path(folder, state["step"])
     with atomic.atomic_write(path) as f:
-        torch.save(state, f)
+        try:
+            torch.save(state, f)
+        except RuntimeError as e:  # torch's zip writer reports a failed write (disk full) as RuntimeError:
+            # "unexpected pos ..." or "file write failed"; it is an OSError like any other failed write
+            raise OSError(errno.EIO, f"torch.save could not write it ({one_line(e)[:160]})") from e
     # the hash of the bytes on disk, then the pointer: `latest` names only a whole file that can prove it
     atomic.write_text(hash_path(path), f"{sha256_file(path)}  {path.name}\n")
     atomic.write_text(folder / POINTER, path.name + "\n")  # switched only once the file is whole

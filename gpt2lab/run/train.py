@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shlex
+import sys
 import time
 import warnings
 import zipfile
@@ -244,8 +245,11 @@ class Trainer:
         checkpoint.set_rng_state(state["rng"])
         self.step = self.saved_step = state["step"]
         if self.info.is_master:  # drop log lines of steps after the checkpoint: they will be redone
-            lines = (self.out / LOG).read_text().splitlines() if (self.out / LOG).exists() else []
-            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] < self.step]
+            lines, torn = log_lines(self.out / LOG)
+            if torn:
+                print(f"gpt2lab: dropped the torn last line of {self.out / LOG} ({len(torn)} bytes, cut short when it "
+                      "was written, e.g. by a full disk)", file=sys.stderr, flush=True)
+            kept = [ln for ln in lines if json.loads(ln)["step"] < self.step]
             atomic.write_text(self.out / LOG, "".join(ln + "\n" for ln in kept))
 
     def _due(self, every: int, last: bool) -> bool:
@@ -423,8 +427,28 @@ def refuse_existing_run(out: Path, name: str) -> None:
 
 
 def read_log(out_dir, kind: str = "train") -> list[dict]:
-    path = Path(out_dir) / LOG
-    return [r for r in (json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()) if r["type"] == kind]
+    lines, _ = log_lines(Path(out_dir) / LOG)
+    return [r for r in map(json.loads, lines) if r["type"] == kind]
+
+
+def log_lines(path: Path) -> tuple[list[str], bytes]:
+    """The whole JSON lines of a run's log, and the torn last line (b"" if none) that a write cut short (a full
+    disk, a crash) left: only the last line can be torn, since the log is only ever appended to. A bad line
+    before the last is damage, not a torn write: UserError."""
+    data = path.read_bytes() if path.is_file() else b""
+    pieces = [p for p in data.split(b"\n") if p.strip()]
+    lines = []
+    for i, piece in enumerate(pieces):
+        try:
+            line = piece.decode()
+            json.loads(line)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError both are
+            if i == len(pieces) - 1:
+                return lines, piece
+            raise UserError(f"{path}, line {i + 1}, is not a JSON record (the log was damaged); fix or remove that "
+                            "line, then resume") from None
+        lines.append(line)
+    return lines, b""
 
 
 # ---- command line ------------------------------------------------------------------------------------
