@@ -536,6 +536,28 @@ def test_a_torn_last_log_line_is_dropped_on_resume(shakespeare, tmp_path, capsys
 
 
 @pytest.mark.slow
+def test_resume_on_changed_data_is_refused_in_one_line(shakespeare, tmp_path, capsys):
+    import numpy as np
+
+    from gpt2lab.engine import data
+
+    shards = tmp_path / "shards"
+    shutil.copytree(shakespeare, shards)
+    out = tmp_path / "run"
+    assert main(short_args(str(shards), out, "--stop-after", "4")) == 0
+    manifest = data.read_manifest(shards)  # the folder is prepared again from other text
+    tokens = np.fromfile(shards / manifest["shards"][1]["file"], dtype=np.uint16)
+    manifest["shards"][1] = data.write_shard(shards, 1, tokens[::-1].copy())
+    data.write_manifest(shards, manifest)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["train", "--out-dir", str(out), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: {shards} is not the data the checkpoint was trained on" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.slow
 def test_keep_checkpoints_prunes_the_oldest(shakespeare, tmp_path):
     train(tiny(shakespeare, checkpoint_every=1, keep_checkpoints=2), tmp_path, progress=False, echo=False)
     assert checkpoint.saved_steps(tmp_path) == [5, 6] and checkpoint.load(tmp_path)["step"] == 6
