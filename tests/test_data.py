@@ -186,6 +186,27 @@ def test_resume_equals_uninterrupted_read(shards):
         other.load_state_dict(state)
 
 
+def test_a_position_saved_over_other_data_is_refused(shards, tmp_path):
+    import shutil
+
+    state = data.ShardLoader(shards, "train", 2, 32, seed=9).state_dict()
+    assert state["data"] == data.fingerprint(data.read_manifest(shards))
+    other = tmp_path / "other"
+    shutil.copytree(shards, other)
+    assert data.ShardLoader(other, "train", 2, 32, seed=9).state_dict() == state  # the same data elsewhere: fine
+    manifest = data.read_manifest(other)
+    tokens = np.fromfile(other / manifest["shards"][3]["file"], dtype=np.uint16)
+    tokens[:10] = 7  # the folder now holds other tokens (a re-prepare, another corpus)
+    manifest["shards"][3] = data.write_shard(other, 3, tokens)
+    data.write_manifest(other, manifest)
+    with pytest.raises(UserError, match=rf"{other} is not the data the checkpoint was trained on: its manifest.json "
+                                        r"lists other shards \(data fingerprint [0-9a-f]{12}, the checkpoint's "
+                                        rf"{state['data'][:12]}\)"):
+        data.ShardLoader(other, "train", 2, 32, seed=9).load_state_dict(state)
+    old = {k: v for k, v in state.items() if k != "data"}  # saved before the fingerprint existed
+    data.ShardLoader(other, "train", 2, 32, seed=9).load_state_dict(old)
+
+
 def test_loader_errors(shards, tmp_path):
     with pytest.raises(UserError, match="not a prepared dataset"):
         data.ShardLoader(tmp_path / "nothing", "train", 2, 8)

@@ -435,8 +435,50 @@ def test_cli_bad_model_sources(tmp_path):
     with pytest.raises(UserError, match="junk.pt is not a readable gpt2lab checkpoint"):
         hellaswag.run(parse("--checkpoint", str(tmp_path / "junk.pt"), "--data", str(FIXTURE)))
     torch.save({"model": {}, "model_config": asdict(CFG)}, tmp_path / "empty.pt")
-    with pytest.raises(UserError, match="cannot load checkpoint .*empty.pt: .*Missing key"):
+    with pytest.raises(UserError, match="--checkpoint .*empty.pt: not a gpt2lab model checkpoint .*Missing key"):
         hellaswag.run(parse("--checkpoint", str(tmp_path / "empty.pt"), "--data", str(FIXTURE)))
+
+
+def dropout_checkpoint(folder, weights=None):
+    """A checkpoint of a model trained with dropout 0.1 (its config says so), as `gpt2lab train` writes one."""
+    from gpt2lab.run import checkpoint
+
+    state = random_gpt().state_dict()
+    if weights is not None:
+        state[weights] = torch.full_like(state[weights], float("nan"))
+    checkpoint.save({"step": 3, "model": state, "model_config": {**asdict(CFG), "dropout": 0.1}}, folder)
+    return folder
+
+
+def test_one_loader_gives_an_eval_model_so_scores_and_samples_repeat(tmp_path, capsys):
+    from gpt2lab.cli.main import main
+    from gpt2lab.run import checkpoint
+    from gpt2lab.run.sample import sample
+
+    run = dropout_checkpoint(tmp_path / "run")
+    model = checkpoint.load_model(run)
+    assert model.config.dropout == 0.1 and not model.training and not any(m.training for m in model.modules())
+    examples = load_examples(FIXTURE, limit=8)
+    assert evaluate(model, examples).to_dict() == evaluate(model, examples).to_dict()
+    assert sample(model, "Hi", tokens=6, seed=0) == sample(checkpoint.load_model(run), "Hi", tokens=6, seed=0)
+    results = []
+    for i in range(2):  # the command line, twice: the same losses, not two dropout draws
+        assert main(["hellaswag", "--checkpoint", str(run), "--data", str(FIXTURE), "--limit", "8",
+                     "--device", "cpu", "--json", str(tmp_path / f"{i}.json")]) == 0
+        results.append(json.loads((tmp_path / f"{i}.json").read_text()))
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("command", ["hellaswag", "sample"])
+def test_non_finite_weights_are_one_line_not_a_traceback(tmp_path, capsys, command):
+    from gpt2lab.cli.main import main
+
+    run = dropout_checkpoint(tmp_path / "run", weights="lm_head.weight")
+    extra = ["--data", str(FIXTURE), "--limit", "2"] if command == "hellaswag" else ["--tokens", "2"]
+    assert main([command, "--checkpoint", str(run), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"gpt2lab {command}: error: --checkpoint {run}: the model's weights hold NaN or infinite values "
+                   "(transformer.wte.weight and 1 more): the run had diverged when it was saved; use an earlier checkpoint\n")
 
 
 def test_cli_main_turns_data_errors_into_exit_2(tmp_path, capsys):

@@ -7,7 +7,8 @@ from gpt2lab.run import checkpoint
 from gpt2lab.cli.main import main
 from gpt2lab.base.errors import UserError
 from gpt2lab.engine.model import GPT, GPTConfig
-from gpt2lab.run.sample import decode_text, load_checkpoint_model, sample, unwrap_state_dict
+from gpt2lab.run.checkpoint import load_model, unwrap_state_dict
+from gpt2lab.run.sample import decode_text, sample
 from gpt2lab.engine.tokenizer import encode
 
 CFG = GPTConfig(block_size=64, n_layer=1, n_head=2, n_embd=16)
@@ -32,7 +33,7 @@ def test_same_seed_same_text_other_seed_other_text(model):
 @pytest.mark.slow
 def test_checkpoint_round_trip(model, tmp_path):
     checkpoint.save({"model": model.state_dict(), "model_config": asdict(CFG), "step": 5}, tmp_path)
-    loaded = load_checkpoint_model(tmp_path)  # the run folder, as `--checkpoint RUN` passes it
+    loaded = load_model(tmp_path)  # the run folder, as `--checkpoint RUN` passes it
     assert sample(loaded, "Hi", tokens=10, seed=0) == sample(model, "Hi", tokens=10, seed=0)
 
 
@@ -43,14 +44,14 @@ def test_compiled_and_ddp_prefixes_load(model, tmp_path):
     wrapped = {"module." + k: v for k, v in compiled_keys.items()}
     assert unwrap_state_dict(wrapped).keys() == model.state_dict().keys()
     torch.save({"model": compiled_keys, "model_config": asdict(CFG)}, tmp_path / "c.pt")  # a checkpoint file
-    loaded = load_checkpoint_model(tmp_path / "c.pt")
+    loaded = load_model(tmp_path / "c.pt")
     assert sample(loaded, "Hi", tokens=8, seed=1) == sample(model, "Hi", tokens=8, seed=1)
 
 
 def test_not_a_model_checkpoint_is_one_clear_error(tmp_path):
     torch.save({"model": {}, "model_config": asdict(CFG)}, tmp_path / "empty.pt")
     with pytest.raises(UserError, match="--checkpoint .*empty.pt: not a gpt2lab model checkpoint"):
-        load_checkpoint_model(tmp_path / "empty.pt")
+        load_model(tmp_path / "empty.pt")
 
 
 def test_cut_utf8_is_shown_as_bytes_not_replacement_chars():

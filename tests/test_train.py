@@ -21,7 +21,7 @@ from gpt2lab.base.errors import RunStopped, TrainingDiverged, UserError
 from gpt2lab.engine.knobs import Knobs, build
 from gpt2lab.engine.model import GPT, get_config
 from gpt2lab.engine.prepare import prepare
-from gpt2lab.engine.step import capture_gradients
+from gpt2lab.engine.step import capture_gradients, train_step
 from gpt2lab.run.train import Trainer, read_log, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +65,25 @@ def test_clipping_caps_the_global_norm():
     assert res.grad_norm.item() > 1e-3  # reported norm is the one before clipping
     clipped = torch.sqrt(sum((g ** 2).sum() for g in grads))
     assert clipped.item() == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_a_nonfinite_gradient_skips_the_optimizer_step():
+    cfg = get_config("test")
+    x = torch.randint(0, cfg.vocab_size, (4, 16))
+    for skip in (True, False):
+        built = build(Knobs(), cfg, "cpu", seed=0)
+        before = [p.detach().clone() for p in built.raw.parameters()]
+        hook = built.raw.lm_head.weight.register_hook(lambda g: g * float("nan"))
+        result = train_step(built, lambda: (x, x), skip_nonfinite=skip)
+        hook.remove()
+        assert torch.isnan(result.grad_norm) and torch.isfinite(result.loss)
+        after = list(built.raw.parameters())
+        if skip:
+            assert result.skipped and not built.optimizer.state  # no update, no moment estimates
+            assert all(torch.equal(a, b) for a, b in zip(after, before))
+            assert all(p.grad is None for p in after)
+        else:  # what the trainer did before: a NaN gradient poisons the weights
+            assert not result.skipped and not all(torch.isfinite(p).all() for p in after)
 
 
 @pytest.mark.slow
@@ -158,6 +177,32 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(shakespeare, tmp_path, mo
     assert all(torch.isfinite(p).all() for p in checkpoint.load(tmp_path)["model"].values())
 
 
+@pytest.mark.slow
+def test_nan_gradient_stops_before_the_update_and_nonfinite_weights_are_never_saved(shakespeare, tmp_path, monkeypatch):
+    original = GPT.forward
+    calls = {"n": 0}
+
+    def poisoned(self, idx, targets=None):
+        logits, loss = original(self, idx, targets)
+        if targets is not None and self.training:
+            calls["n"] += 1
+            if calls["n"] > 8:  # 2 micro-batches per step: step 4's gradients are NaN, its loss is not
+                loss.register_hook(lambda g: g * float("nan"))
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    trainer = Trainer(tiny(shakespeare, val_every=0, sample_every=0), tmp_path, progress=False, echo=False)
+    with pytest.raises(TrainingDiverged, match=r"gradient norm became nan \(loss [0-9.]+\) at step 4; the update was "
+                                               r"skipped; stopped, the last good checkpoint is .*step_000003.pt"):
+        trainer.fit()
+    assert all(torch.isfinite(p).all() for p in trainer.built.raw.parameters())  # the bad step changed nothing
+    with torch.no_grad():
+        next(trainer.built.raw.parameters()).fill_(float("inf"))
+    with pytest.raises(TrainingDiverged, match="NaN or infinite values at step 4; no checkpoint written"):
+        trainer.save()
+    assert checkpoint.saved_steps(tmp_path) == [3] and checkpoint.load(tmp_path)["step"] == 3
+
+
 def run_cli(args, **kw):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "gpt2lab", *args], env=env, stdout=subprocess.PIPE,
@@ -216,6 +261,23 @@ def test_sigkill_mid_run_resumes_from_last_checkpoint(shakespeare, tmp_path):
     resumed = run_cli([*cli_args(shakespeare, out), "--resume", "--stop-after", "7"])
     assert resumed.wait(timeout=300) == 0, resumed.communicate()
     assert_same_as_a_straight_run(shakespeare, out, tmp_path / "straight", step + 7)
+
+
+@pytest.mark.slow
+def test_a_second_train_into_a_live_run_is_refused_and_the_run_goes_on(shakespeare, tmp_path, capsys):
+    out = tmp_path / "live"
+    proc = run_cli(cli_args(shakespeare, out))
+    try:
+        wait_for_steps(proc, out, 2)
+        for extra in (["--resume"], ["--preset", "smoke", "--data", shakespeare]):
+            assert main(["train", "--out-dir", str(out), "--no-progress", *extra]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and f"{out} is in use by a training run still running (pid {proc.pid}" in err
+        wait_for_steps(proc, out, 6)  # the live run was not disturbed
+    finally:
+        proc.kill()
+        proc.wait()
+    assert main(["train", "--out-dir", str(out), "--resume", "--stop-after", "1", "--no-progress"]) == 0
 
 
 @pytest.mark.slow
@@ -405,7 +467,8 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_previous_one(shakespeare,
     assert err == (f"gpt2lab train: error: could not write the checkpoint of step 8 in {out}: No space left on device; "
                    f"the previous checkpoint {out}/step_000004.pt is intact; make room, then resume with: "
                    f"{python_command()} -m gpt2lab train --out-dir {out} --resume\n")
-    assert sorted(p.name for p in out.iterdir()) == ["latest", "log.jsonl", "run.json", "step_000004.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["latest", "log.jsonl", "run.json", "run.lock", "step_000004.pt",
+                                                     "step_000004.pt.sha256"]
     monkeypatch.setattr(torch, "save", real_save)
     assert main(["train", "--out-dir", str(out), "--resume", "--no-progress"]) == 0
     assert main(short_args(shakespeare, tmp_path / "straight")) == 0
@@ -434,6 +497,64 @@ def test_a_corrupt_shard_mid_run_stops_with_a_checkpoint(tmp_path, capsys):
     assert main(["train", "--out-dir", str(out), "--resume", "--no-progress"]) == 0
     assert main(short_args(str(data), tmp_path / "straight", *flags)) == 0
     assert train_records(out) == train_records(tmp_path / "straight")
+
+
+@pytest.mark.slow
+def test_torch_save_runtime_error_stops_like_a_full_disk(shakespeare, tmp_path, monkeypatch):
+    real_save = torch.save
+
+    def unexpected_pos_at_step_6(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("step") == 6:
+            raise RuntimeError("[enforce fail at inline_container.cc:778] . unexpected pos 9472 vs 9360")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", unexpected_pos_at_step_6)
+    with pytest.raises(RunStopped, match=r"could not write the checkpoint of step 6 in .*: torch.save could not write "
+                                         r"it \(.*unexpected pos 9472 vs 9360\); the previous checkpoint "
+                                         r".*step_000003.pt is intact; make room, then resume with"):
+        train(tiny(shakespeare, val_every=0, sample_every=0), tmp_path, progress=False, echo=False)
+    assert checkpoint.saved_steps(tmp_path) == [3]
+
+
+@pytest.mark.slow
+def test_a_torn_last_log_line_is_dropped_on_resume(shakespeare, tmp_path, capsys):
+    cfg = tiny(shakespeare, val_every=0, sample_every=0)
+    train(tiny(shakespeare, val_every=0, sample_every=0, stop_after=3), tmp_path, progress=False, echo=False)
+    with open(tmp_path / "log.jsonl", "ab") as f:
+        f.write(b'{"type": "train", "step": 3, "loss": 7.1, "l')  # the disk filled up mid-line
+    assert [r["step"] for r in read_log(tmp_path)] == [0, 1, 2]  # reading skips it too
+    capsys.readouterr()
+    train(cfg, tmp_path, resume=True, progress=False, echo=False)
+    assert capsys.readouterr().err == (f"gpt2lab: dropped the torn last line of {tmp_path / 'log.jsonl'} (44 bytes, "
+                                       "cut short when it was written, e.g. by a full disk)\n")
+    assert [r["step"] for r in read_log(tmp_path)] == list(range(6))
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    lines[1] = lines[1][:20]  # damage before the last line is not a torn write: one clear error
+    (tmp_path / "log.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=r"log.jsonl, line 2, is not a JSON record"):
+        train(cfg, tmp_path, resume=True, progress=False, echo=False)
+
+
+@pytest.mark.slow
+def test_resume_on_changed_data_is_refused_in_one_line(shakespeare, tmp_path, capsys):
+    import numpy as np
+
+    from gpt2lab.engine import data
+
+    shards = tmp_path / "shards"
+    shutil.copytree(shakespeare, shards)
+    out = tmp_path / "run"
+    assert main(short_args(str(shards), out, "--stop-after", "4")) == 0
+    manifest = data.read_manifest(shards)  # the folder is prepared again from other text
+    tokens = np.fromfile(shards / manifest["shards"][1]["file"], dtype=np.uint16)
+    manifest["shards"][1] = data.write_shard(shards, 1, tokens[::-1].copy())
+    data.write_manifest(shards, manifest)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["train", "--out-dir", str(out), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: {shards} is not the data the checkpoint was trained on" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 @pytest.mark.slow
@@ -501,7 +622,7 @@ def test_a_checkpoint_of_another_model_shape_is_refused_naming_both(shakespeare,
     path = checkpoint.latest(tmp_path)
     state = torch.load(path, weights_only=True)
     state["model_config"]["n_layer"] = 3  # e.g. the model preset was redefined since the run started
-    torch.save(state, path)
+    checkpoint.save(state, tmp_path)  # saved again with its hash (an edit in place is refused as damage)
     with pytest.raises(UserError, match=f"the checkpoint in {tmp_path} holds a model with n_layer=3; "
                                         "--model cpu-tiny now builds n_layer=2"):
         train(tiny(shakespeare, max_steps=2), tmp_path, resume=True, progress=False, echo=False)

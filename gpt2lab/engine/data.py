@@ -9,7 +9,8 @@ Shards are written to a temporary name and renamed into place, and the manifest 
 token count and sha256: a partial or corrupt shard is refused with an error that names the file. A loader
 checks every shard's size when it starts (a `stat`, instant: a shard cut short by a failed copy is found
 before training, not hours in) and each shard's sha256 when it first reads it; `python -m gpt2lab verify DIR`
-checks every sha256 up front.
+checks every sha256 up front. A loader's saved position carries the dataset's fingerprint (the sha256 of its
+list of shards), so a run is never resumed on data that changed since.
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     if manifest.get("format") != FORMAT:
         raise UserError(f"{path}: unknown format {manifest.get('format')!r}, expected {FORMAT!r}")
     return manifest
+
+
+def fingerprint(manifest: dict) -> str:
+    """The sha256 of a dataset's list of shards (name, split, tokens, sha256 of each): equal only for the same
+    tokens in the same shards. A checkpoint records it, so a resume on other data is refused."""
+    rows = [[e["file"], e["split"], e["tokens"], e["sha256"]] for e in manifest["shards"]]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:
@@ -137,6 +145,7 @@ class ShardLoader:
         self.folder = Path(folder)
         manifest = read_manifest(self.folder)
         require_complete(self.folder, manifest)
+        self.fingerprint = fingerprint(manifest)
         self.entries = [e for e in manifest["shards"] if e["split"] == split]
         if not self.entries:
             raise UserError(f"{self.folder} has no {split} shards")
@@ -201,9 +210,15 @@ class ShardLoader:
 
     def state_dict(self) -> dict:
         return {"epoch": self.state.epoch, "shard": self.state.shard, "pos": self.state.pos,
-                "seed": self.seed, "global_tokens": self.global_tokens}
+                "seed": self.seed, "global_tokens": self.global_tokens, "data": self.fingerprint}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue at a saved position; refused if it was saved over other data (positions from before the
+        fingerprint was saved are taken as they are)."""
+        if state.get("data", self.fingerprint) != self.fingerprint:
+            raise UserError(f"{self.folder} is not the data the checkpoint was trained on: its {MANIFEST} lists other "
+                            f"shards (data fingerprint {self.fingerprint[:12]}, the checkpoint's {state['data'][:12]}); "
+                            "resume on the data the run started with, or start a new run")
         if state["global_tokens"] != self.global_tokens or state["seed"] != self.seed:
             raise UserError(
                 "the checkpoint's data position was saved with a different global batch or seed "

@@ -17,6 +17,7 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 class StepResult:
     loss: torch.Tensor  # mean loss over the micro-batches (a detached 0-dim tensor, still on the device)
     grad_norm: torch.Tensor  # global L2 norm of the gradients before clipping
+    skipped: bool = False  # the optimizer step was skipped: the gradients were not finite (skip_nonfinite)
 
 
 def train_step(
@@ -25,12 +26,18 @@ def train_step(
     grad_accum: int = 1,
     lr: float | None = None,
     grad_clip: float | None = 1.0,
+    skip_nonfinite: bool = False,
 ) -> StepResult:
     """Forward + backward over `grad_accum` micro-batches, clip, optimizer step, zero grads.
 
     Each micro-batch loss is divided by grad_accum, so the summed gradients equal those of one batch
     grad_accum times larger. Under DDP the gradient all-reduce runs only on the last micro-batch.
     Returns device tensors; the caller decides when to synchronize (`.item()`).
+
+    skip_nonfinite: if the gradient norm is NaN or infinite, the optimizer step is skipped (weights and
+    optimizer state stay as they were, finite) and the result says `skipped`. It waits for the device once
+    (the norm's `.item()`), so the trainer asks for it and the benchmark does not. With fp16's gradient scaler
+    the scaler already skips such steps (and lowers its scale), as it always has.
     """
     if grad_accum < 1:
         raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
@@ -52,6 +59,9 @@ def train_step(
     if lr is not None:
         for group in optimizer.param_groups:
             group["lr"] = lr
+    if skip_nonfinite and not scaler and not torch.isfinite(norm).item():  # under DDP every rank sees one norm
+        optimizer.zero_grad(set_to_none=True)
+        return StepResult(loss_sum, norm.detach(), skipped=True)
     if scaler:
         scaler.step(optimizer)
         scaler.update()

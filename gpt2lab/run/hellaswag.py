@@ -497,10 +497,4 @@ def _load_model(args):
             return load_gpt2(args.pretrained), f"pretrained:{args.pretrained}"
         except (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError) as e:  # offline, not GPT-2
             raise UserError(f"cannot load --pretrained {args.pretrained}: {checkpoint.unreadable_reason(None, e)}") from None
-    try:
-        return checkpoint.load_model(args.checkpoint), f"checkpoint:{args.checkpoint}"
-    except UserError as e:  # not a checkpoint at all
-        raise UserError(f"--checkpoint {e}") from None
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # readable, but not a GPT of ours
-        why = " ".join(str(e).split())  # state_dict errors span lines and list every key
-        raise UserError(f"cannot load checkpoint {args.checkpoint}: {why[:300]}") from e
+    return checkpoint.load_model(args.checkpoint), f"checkpoint:{args.checkpoint}"

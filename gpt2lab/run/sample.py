@@ -1,9 +1,8 @@
 """Text from a model: `python -m gpt2lab sample --checkpoint RUN --prompt "ROMEO:" --tokens 64 --seed 0`.
 
 Sampling is seeded with its own `torch.Generator`, so the same checkpoint, prompt and seed give the same
-text on the same machine, whatever else the process has drawn from the global random state. A checkpoint
-saved from a `torch.compile`d model names its weights `_orig_mod.transformer...` (and a DDP-wrapped one
-`module.`); those prefixes are removed before loading.
+text on the same machine, whatever else the process has drawn from the global random state. Checkpoints are
+read by `gpt2lab.run.checkpoint.load_model`, the loader `hellaswag` and the chapters use too.
 
 GPT-2's vocabulary contains the 256 single bytes, and a character outside ASCII (’, é, —) can be split over
 two or three tokens. A sample cut after N tokens, or a barely trained model putting byte tokens in an order
@@ -14,42 +13,14 @@ escapes (`\\xe2\\x80`) instead of the replacement character `�`, so the reader
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import torch
 
 from gpt2lab.base.errors import UserError
-from gpt2lab.engine.model import GPT, GPTConfig
+from gpt2lab.engine.model import GPT
 from gpt2lab.engine.pretrained import load_gpt2
 from gpt2lab.engine.tokenizer import VOCAB_SIZE, encode, get_encoding
-
-WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile's OptimizedModule, DistributedDataParallel
-
-
-def unwrap_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Keys without the prefixes torch.compile and DDP add (`module._orig_mod.lm_head.weight` -> `lm_head.weight`)."""
-    out = {}
-    for key, value in state_dict.items():
-        while key.startswith(WRAPPER_PREFIXES):
-            key = key.split(".", 1)[1]
-        out[key] = value
-    return out
-
-
-def load_checkpoint_model(path: str | os.PathLike) -> GPT:
-    """A GPT from a `gpt2lab train` checkpoint (file or run folder), compiled or not."""
-    from gpt2lab.run import checkpoint
-
-    state = checkpoint.load(path)
-    try:
-        model = GPT(GPTConfig(**state["model_config"]))
-        model.load_state_dict(unwrap_state_dict(state["model"]))
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # readable, but not a GPT of ours
-        why = " ".join(str(e).split())  # state_dict errors span lines and list every key
-        raise UserError(f"--checkpoint {path}: not a gpt2lab model checkpoint ({why[:200]})") from None
-    return model.eval()
-
 
 def load_pretrained_model(name_or_path: str) -> GPT:
     try:
@@ -113,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         from gpt2lab.run import checkpoint
 
         checkpoint.check_input(args.checkpoint, "--checkpoint")
-        model, source = load_checkpoint_model(args.checkpoint), f"checkpoint {Path(args.checkpoint)}"
+        model, source = checkpoint.load_model(args.checkpoint), f"checkpoint {Path(args.checkpoint)}"
     else:
         model, source = load_pretrained_model(args.pretrained), f"pretrained {args.pretrained}"
     try:

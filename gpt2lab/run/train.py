@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shlex
+import sys
 import time
 import warnings
 import zipfile
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from gpt2lab.base import atomic
+from gpt2lab.base import atomic, lock
 from gpt2lab.run import checkpoint
 from gpt2lab.base import dist
 from gpt2lab.run import stop
@@ -156,8 +157,7 @@ class Trainer:
             del saved
         elif self.info.is_master:
             self.out.mkdir(parents=True, exist_ok=True)
-            if checkpoint.latest(self.out) is not None:
-                raise UserError(f"{self.out} already holds a run; pass --resume to continue it or pick another --out-dir")
+            refuse_existing_run(self.out, str(self.out))
             (self.out / LOG).write_text("")
         if self.info.is_master:
             run_info = {"preset": preset, "config": asdict(cfg), "knobs": asdict(knobs),
@@ -206,9 +206,18 @@ class Trainer:
             return f"torchrun --standalone --nproc_per_node={per_node} {args}"
         return f"the same torchrun command with {args}"
 
+    def _kept(self) -> str:
+        saved = checkpoint.latest(self.out)
+        return f"the last good checkpoint is {saved}" if saved else "no checkpoint was written yet"
+
     def save(self) -> None:
         """Write the checkpoint of the current step (rank 0) and make sure every rank knows it worked:
-        the all-reduce doubles as a barrier, so no rank exits (and has torchrun kill the others) mid-write."""
+        the all-reduce doubles as a barrier, so no rank exits (and has torchrun kill the others) mid-write.
+        Weights that are not finite are never saved (every rank holds the same weights, so all refuse)."""
+        finite = torch.stack([torch.isfinite(p).all() for p in self.built.raw.parameters()]).all().item()
+        if not finite:
+            raise TrainingDiverged(f"the weights hold NaN or infinite values at step {self.step}; no checkpoint "
+                                   f"written; stopped, {self._kept()}")
         failure = ""
         if self.info.is_master:
             try:
@@ -237,8 +246,11 @@ class Trainer:
         checkpoint.set_rng_state(state["rng"])
         self.step = self.saved_step = state["step"]
         if self.info.is_master:  # drop log lines of steps after the checkpoint: they will be redone
-            lines = (self.out / LOG).read_text().splitlines() if (self.out / LOG).exists() else []
-            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] < self.step]
+            lines, torn = log_lines(self.out / LOG)
+            if torn:
+                print(f"gpt2lab: dropped the torn last line of {self.out / LOG} ({len(torn)} bytes, cut short when it "
+                      "was written, e.g. by a full disk)", file=sys.stderr, flush=True)
+            kept = [ln for ln in lines if json.loads(ln)["step"] < self.step]
             atomic.write_text(self.out / LOG, "".join(ln + "\n" for ln in kept))
 
     def _due(self, every: int, last: bool) -> bool:
@@ -366,14 +378,14 @@ class Trainer:
             x, y = next(queue)
             return x.to(self.info.device, non_blocking=True), y.to(self.info.device, non_blocking=True)
 
-        result = train_step(self.built, next_batch, self.grad_accum, lr=lr, grad_clip=cfg.grad_clip)
+        result = train_step(self.built, next_batch, self.grad_accum, lr=lr, grad_clip=cfg.grad_clip,
+                            skip_nonfinite=True)
         loss = dist.mean(result.loss, self.info).item()  # .item() waits for the device
         norm = result.grad_norm.item()
         dt = time.perf_counter() - t0
-        if not math.isfinite(loss):
-            saved = checkpoint.latest(self.out)
-            kept = f"the last good checkpoint is {saved}" if saved else "no checkpoint was written yet"
-            raise TrainingDiverged(f"loss became {loss} at step {self.step}; stopped, {kept}")
+        if not math.isfinite(loss) or result.skipped:  # the weights are still those before this step
+            what = f"loss became {loss}" if not math.isfinite(loss) else f"gradient norm became {norm} (loss {loss:.4f})"
+            raise TrainingDiverged(f"{what} at step {self.step}; the update was skipped; stopped, {self._kept()}")
         tok_s = cfg.total_batch / dt
         record = {"type": "train", "step": self.step, "loss": loss, "lr": lr, "grad_norm": norm,
                   "ms": dt * 1000, "tokens_per_s": tok_s}
@@ -388,12 +400,56 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False, progress: bool = True
     """Run (or continue) a training run; returns a summary. The Python face of `gpt2lab train`.
     With resume=True the run continues with its saved settings; `cfg` may differ from them only in
     config.MAY_CHANGE_ON_RESUME (evaluation, logging and checkpoint cadence, stop_after)."""
-    return Trainer(cfg, out_dir, resume=resume, progress=progress, echo=echo, preset=preset).fit()
+    with locked(out_dir):
+        return Trainer(cfg, out_dir, resume=resume, progress=progress, echo=echo, preset=preset).fit()
+
+
+@contextmanager
+def locked(out_dir, create: bool = True):
+    """The run folder is this run's while the block runs: a second `train` into it (new or --resume) is
+    refused with the pid of this one. Only rank 0 holds the lock (every rank writes into one folder).
+    create=False: only a folder that has a lock file is locked (a check before the run that writes nothing)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    with lock.held(out_dir, what="a training run", create=create):
+        yield
+
+
+def refuse_existing_run(out: Path, name: str) -> None:
+    """A new run starts only in a folder with no checkpoint and no logged step of an earlier run."""
+    if checkpoint.saved_steps(out) or (out / checkpoint.POINTER).exists() or (out / checkpoint.LEGACY).exists():
+        held = "checkpoints"
+    elif (out / LOG).is_file() and (out / LOG).stat().st_size > 0:
+        held = f"the {LOG} of a run that wrote no checkpoint yet"
+    else:
+        return
+    raise UserError(f"{name} already holds a run ({held}); pass --resume to continue it, or pick another --out-dir")
 
 
 def read_log(out_dir, kind: str = "train") -> list[dict]:
-    path = Path(out_dir) / LOG
-    return [r for r in (json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()) if r["type"] == kind]
+    lines, _ = log_lines(Path(out_dir) / LOG)
+    return [r for r in map(json.loads, lines) if r["type"] == kind]
+
+
+def log_lines(path: Path) -> tuple[list[str], bytes]:
+    """The whole JSON lines of a run's log, and the torn last line (b"" if none) that a write cut short (a full
+    disk, a crash) left: only the last line can be torn, since the log is only ever appended to. A bad line
+    before the last is damage, not a torn write: UserError."""
+    data = path.read_bytes() if path.is_file() else b""
+    pieces = [p for p in data.split(b"\n") if p.strip()]
+    lines = []
+    for i, piece in enumerate(pieces):
+        try:
+            line = piece.decode()
+            json.loads(line)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError both are
+            if i == len(pieces) - 1:
+                return lines, piece
+            raise UserError(f"{path}, line {i + 1}, is not a JSON record (the log was damaged); fix or remove that "
+                            "line, then resume") from None
+        lines.append(line)
+    return lines, b""
 
 
 # ---- command line ------------------------------------------------------------------------------------
@@ -468,8 +524,8 @@ def check_inputs(cfg: TrainConfig, args: argparse.Namespace, out: Path) -> None:
     output_folder(out, "--out-dir")
     if args.resume:
         _checkpoint_to_resume(out)
-    elif checkpoint.latest(out) is not None:
-        raise UserError(f"--out-dir {out} already holds a run; pass --resume to continue it, or pick another --out-dir")
+    else:
+        refuse_existing_run(out, f"--out-dir {out}")
     if cfg.hellaswag_every:
         from gpt2lab.run import hellaswag
 
@@ -495,6 +551,12 @@ def _checkpoint_to_resume(out: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out_dir or os.path.join("runs", args.preset or DEFAULT_PRESET))
+    output_folder(out, "--out-dir")
+    with locked(out, create=False):  # a live run there is refused before anything reads the folder
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out: Path) -> int:
     if args.resume:  # the run's saved settings plus the flags given now (refused if they change the computation)
         found = _checkpoint_to_resume(out)
         overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set_") and v is not None}
