@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gpt2lab.base import download
 from gpt2lab.run import hellaswag
+from gpt2lab.cli import hellaswag as hellaswag_cli
 from gpt2lab.base.download import ChecksumError, DownloadError, sha256_file
 from gpt2lab.base.errors import UserError
 from gpt2lab.run.hellaswag import Example, HellaSwagDataError, evaluate, load_examples, render, score
@@ -377,7 +378,7 @@ def test_ddp_counts_are_all_reduced(tmp_path, model, examples, reference):
 
 def parse(*argv):
     parser = argparse.ArgumentParser()
-    hellaswag.add_arguments(parser)
+    hellaswag_cli.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -393,7 +394,7 @@ def test_cli_checkpoint_to_json(tmp_path, model, examples, reference, capsys, no
     torch.save({"model": model.state_dict(), "model_config": asdict(CFG), "step": 7}, ckpt)
     out = tmp_path / "out" / "hs.json"
     argv = ["--checkpoint", str(ckpt), "--data", str(FIXTURE), "--limit", "12", "--json", str(out)]
-    assert hellaswag.run(parse(*argv)) == 0
+    assert hellaswag_cli.run(parse(*argv)) == 0
     printed = capsys.readouterr().out
     expected = counts(reference, examples[:12])
     lo, hi = wilson_interval(expected.correct_norm, 12)
@@ -411,7 +412,7 @@ def test_cli_pretrained_folder(tmp_path, capsys, no_network):
     transformers = pytest.importorskip("transformers")
     cfg = transformers.GPT2Config(vocab_size=50257, n_positions=128, n_embd=16, n_layer=1, n_head=2)
     transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path)
-    assert hellaswag.run(parse("--pretrained", str(tmp_path), "--data", str(FIXTURE), "--limit", "3")) == 0
+    assert hellaswag_cli.run(parse("--pretrained", str(tmp_path), "--data", str(FIXTURE), "--limit", "3")) == 0
     assert f"3 examples from {FIXTURE} (not the official file), model pretrained:{tmp_path}" in capsys.readouterr().out
 
 
@@ -425,18 +426,18 @@ def test_cli_pretrained_folder(tmp_path, capsys, no_network):
 )
 def test_cli_user_errors(tmp_path, argv, message):
     with pytest.raises(UserError, match=message):
-        hellaswag.run(parse("--pretrained", str(tmp_path), *argv))
+        hellaswag_cli.run(parse("--pretrained", str(tmp_path), *argv))
 
 
 def test_cli_bad_model_sources(tmp_path):
     with pytest.raises(UserError, match="cannot load --pretrained"):
-        hellaswag.run(parse("--pretrained", str(tmp_path / "nowhere"), "--data", str(FIXTURE)))
+        hellaswag_cli.run(parse("--pretrained", str(tmp_path / "nowhere"), "--data", str(FIXTURE)))
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="junk.pt is not a readable gpt2lab checkpoint"):
-        hellaswag.run(parse("--checkpoint", str(tmp_path / "junk.pt"), "--data", str(FIXTURE)))
+        hellaswag_cli.run(parse("--checkpoint", str(tmp_path / "junk.pt"), "--data", str(FIXTURE)))
     torch.save({"model": {}, "model_config": asdict(CFG)}, tmp_path / "empty.pt")
     with pytest.raises(UserError, match="--checkpoint .*empty.pt: not a gpt2lab model checkpoint .*Missing key"):
-        hellaswag.run(parse("--checkpoint", str(tmp_path / "empty.pt"), "--data", str(FIXTURE)))
+        hellaswag_cli.run(parse("--checkpoint", str(tmp_path / "empty.pt"), "--data", str(FIXTURE)))
 
 
 def dropout_checkpoint(folder, weights=None):
@@ -489,15 +490,3 @@ def test_cli_main_turns_data_errors_into_exit_2(tmp_path, capsys):
     assert main(["hellaswag", "--pretrained", str(tmp_path), "--data", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gpt2lab hellaswag: error: ") and f"{bad}, line 1:" in err and "Traceback" not in err
-
-
-def test_forward_cost_counts_the_rows_score_runs(examples):
-    torch.manual_seed(0)
-    net = GPT(GPTConfig(block_size=128, vocab_size=50257, n_layer=1, n_head=2, n_embd=16)).eval()
-    subset = examples[:6]
-    cost = hellaswag.forward_cost(net, subset, batch_size=4)
-    rendered = [render(ex) for ex in subset]
-    assert cost.scored == sum(int(m[:, 1:].sum()) for _, m, _ in rendered)  # ending tokens after the first position
-    assert cost.tokens >= sum(t.numel() for t, _, _ in rendered)  # padding only adds
-    assert cost.head_flops == 2 * 50257 * 16 * cost.scored
-    assert cost.body_s > 0 and cost.head_s > 0

@@ -3,8 +3,8 @@ import torch
 
 from gpt2lab.engine.model import GPT, GPTConfig
 from gpt2lab.engine.tokenizer import encode
-from gpt2lab.lessons.scoring import ending_breakdown, first_disagreement
-from gpt2lab.run.hellaswag import Example, score
+from gpt2lab.lessons.scoring import ending_breakdown, first_disagreement, forward_cost
+from gpt2lab.run.hellaswag import Example, load_examples, render, sample_path, score
 
 EXAMPLE = Example("The cat sat on the", ("mat.", "roof of the tall old house by the river.", "dog", "chair and slept."), 0)
 
@@ -44,3 +44,15 @@ def test_first_disagreement():
     means = torch.tensor([[1.0, 2, 3, 4], [0.5, 1, 6, 7], [0.1, 2, 3, 4]])
     assert first_disagreement(sums, means) == 1
     assert first_disagreement(sums, sums) is None
+
+
+def test_forward_cost_counts_the_rows_score_runs():
+    torch.manual_seed(0)
+    net = GPT(GPTConfig(block_size=128, vocab_size=50257, n_layer=1, n_head=2, n_embd=16)).eval()
+    subset = load_examples(sample_path(), limit=6)
+    cost = forward_cost(net, subset, batch_size=4)
+    rendered = [render(ex) for ex in subset]
+    assert cost.scored == sum(int(m[:, 1:].sum()) for _, m, _ in rendered)  # ending tokens after the first position
+    assert cost.tokens >= sum(t.numel() for t, _, _ in rendered)  # padding only adds
+    assert cost.head_flops == 2 * 50257 * 16 * cost.scored
+    assert cost.body_s > 0 and cost.head_s > 0

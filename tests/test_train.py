@@ -22,7 +22,8 @@ from gpt2lab.engine.knobs import Knobs, build
 from gpt2lab.engine.model import GPT, get_config
 from gpt2lab.engine.prepare import prepare
 from gpt2lab.engine.step import capture_gradients, train_step
-from gpt2lab.run.train import Trainer, read_log, train
+from gpt2lab.run.loop import Trainer
+from gpt2lab.run.train import plan, read_log, start, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,7 +139,7 @@ def test_dropout_run_resumes_exactly_and_evaluates_without_dropout(shakespeare, 
     train(tiny(shakespeare), tmp_path / "plain", progress=False, echo=False)
     assert [r["loss"] for r in full] != [r["loss"] for r in read_log(tmp_path / "plain")]  # dropout did act
 
-    trainer = Trainer(tiny(shakespeare, dropout=0.5), tmp_path / "modes", progress=False, echo=False)
+    trainer = start(plan(tmp_path / "modes", tiny(shakespeare, dropout=0.5)), progress=False, echo=False)
     modes = []
     real_val_loss = trainer.val_loss
     monkeypatch.setattr(trainer, "val_loss", lambda: modes.append(trainer.built.model.training) or real_val_loss())
@@ -191,7 +192,7 @@ def test_nan_gradient_stops_before_the_update_and_nonfinite_weights_are_never_sa
         return logits, loss
 
     monkeypatch.setattr(GPT, "forward", poisoned)
-    trainer = Trainer(tiny(shakespeare, val_every=0, sample_every=0), tmp_path, progress=False, echo=False)
+    trainer = start(plan(tmp_path, tiny(shakespeare, val_every=0, sample_every=0)), progress=False, echo=False)
     with pytest.raises(TrainingDiverged, match=r"gradient norm became nan \(loss [0-9.]+\) at step 4; the update was "
                                                r"skipped; stopped, the last good checkpoint is .*step_000003.pt"):
         trainer.fit()

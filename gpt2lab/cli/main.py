@@ -20,9 +20,9 @@ from gpt2lab.base.errors import GPT2LabError, one_line
 
 COMMANDS = {
     "prepare": ("gpt2lab.engine.prepare", "tokenize a corpus (Hugging Face dataset or local files) into uint16 shards"),
-    "train": ("gpt2lab.run.train", "train a GPT from a preset, on one device or many (torchrun)"),
+    "train": ("gpt2lab.cli.train", "train a GPT from a preset, on one device or many (torchrun)"),
     "bench": ("gpt2lab.cli.bench", "time the optimization ladder (fp32 -> ... -> fused AdamW) on this hardware"),
-    "hellaswag": ("gpt2lab.run.hellaswag", "evaluate a checkpoint or pretrained GPT-2 on HellaSwag"),
+    "hellaswag": ("gpt2lab.cli.hellaswag", "evaluate a checkpoint or pretrained GPT-2 on HellaSwag"),
     "verify": ("gpt2lab.engine.verify", "check every shard of a prepared dataset against its manifest (sha256)"),
     "sample": ("gpt2lab.run.sample", "generate text from a checkpoint or pretrained GPT-2 (seeded, reproducible)"),
 }

@@ -10,7 +10,7 @@ model's outputs at real positions cannot see later pad tokens, so padding change
 compiled model the lengths are rounded up to a few fixed buckets, so it compiles once per bucket, not
 once per length. Under DDP each rank scores every world_size-th example and the counts are all-reduced.
 
-    python -m gpt2lab hellaswag --pretrained gpt2 --json results/hellaswag-gpt2.json
+    python -m gpt2lab hellaswag --pretrained gpt2 --json results/hellaswag-gpt2.json  (gpt2lab.cli.hellaswag)
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import contextlib
 from importlib import resources
 import json
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,10 +27,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from gpt2lab.base.download import DownloadError, cache_dir, fetch, sha256_file
-from gpt2lab.base.errors import UserError
+from gpt2lab.base.download import DownloadError, cache_dir, fetch
 from gpt2lab.engine.model import GPT
-from gpt2lab.engine.pretrained import load_gpt2
 from gpt2lab.base.stats import format_accuracy, wilson_interval
 from gpt2lab.engine.tokenizer import get_encoding
 
@@ -218,6 +215,20 @@ def _masked_losses(picked: torch.Tensor, targets: torch.Tensor, rows: torch.Tens
 COMPILED_BUCKET = 32  # the default length granularity for a compiled model: HellaSwag needs <= 6 shapes
 
 
+def pack(rendered: list, rows: int, bucket: int, block_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokens and ending masks of a batch (sorted by length), padded at the end to the longest row rounded up
+    to a multiple of `bucket` (capped at block_size), with empty rows up to `rows`."""
+    longest = rendered[-1][0].size(1)  # sorted: the last one is the longest
+    L = -(-longest // bucket) * bucket
+    L = min(L, block_size) if block_size else L
+    tokens = torch.zeros(rows, L, dtype=torch.long)
+    mask = torch.zeros(rows, L, dtype=torch.bool)
+    for j, (t, m, _) in enumerate(rendered):
+        tokens[4 * j : 4 * j + 4, : t.size(1)] = t
+        mask[4 * j : 4 * j + 4, : m.size(1)] = m
+    return tokens, mask
+
+
 def score(
     model: Callable,
     examples: Sequence[Example],
@@ -258,16 +269,7 @@ def score(
     with tqdm(total=len(examples), unit="ex", desc="hellaswag", disable=not progress) as bar:
         for start in range(0, len(order), B):
             batch = order[start : start + B]
-            longest = rendered[batch[-1]][0].size(1)  # sorted: the last one is the longest
-            L = -(-longest // bucket) * bucket
-            L = min(L, block_size) if block_size else L
-            rows = 4 * (B if bucket > 1 else len(batch))
-            tokens = torch.zeros(rows, L, dtype=torch.long)
-            mask = torch.zeros(rows, L, dtype=torch.bool)
-            for j, i in enumerate(batch):
-                t, m, _ = rendered[i]
-                tokens[4 * j : 4 * j + 4, : t.size(1)] = t
-                mask[4 * j : 4 * j + 4, : m.size(1)] = m
+            tokens, mask = pack([rendered[i] for i in batch], 4 * (B if bucket > 1 else len(batch)), bucket, block_size)
             tokens = tokens.to(device, non_blocking=True)
             mask = mask.to(device, non_blocking=True)
             with torch.no_grad(), autocast():
@@ -283,56 +285,6 @@ def score(
             means[batch] = m[: 4 * n].view(n, 4)
             bar.update(n)
     return sums, means
-
-
-@dataclass(frozen=True)
-class ForwardCost:
-    """Where scoring's forward passes spend their arithmetic and their time: the body vs the output head."""
-
-    tokens: int  # tokens through the transformer body (padding included)
-    scored: int  # positions that go through the output head (those predicting an ending token)
-    body_flops: float
-    head_flops: float
-    body_s: float
-    head_s: float
-
-
-@torch.no_grad()
-def forward_cost(model: GPT, examples: Sequence[Example], *, device: str | torch.device = "cpu",
-                 batch_size: int = 16) -> ForwardCost:
-    """Time the body (`features`) and the head (`lm_head` at ending positions) separately, as `score` runs
-    them, and count their multiply-adds: 2 FLOPs per weight per token, plus attention's two T x T products."""
-    cfg = model.config
-    block_params = sum(p.numel() for p in model.transformer.h.parameters())
-    enc = get_encoding()
-    rendered = sorted((render(ex, enc, cfg.block_size) for ex in examples), key=lambda r: r[0].size(1))
-    device = torch.device(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    tokens = scored = 0
-    body_flops = head_flops = body_s = head_s = 0.0
-    for start in range(0, len(rendered), batch_size):
-        batch = rendered[start : start + batch_size]
-        L = batch[-1][0].size(1)
-        idx = torch.zeros(4 * len(batch), L, dtype=torch.long)
-        mask = torch.zeros(4 * len(batch), L, dtype=torch.bool)
-        for j, (t, m, _) in enumerate(batch):
-            idx[4 * j : 4 * j + 4, : t.size(1)] = t
-            mask[4 * j : 4 * j + 4, : m.size(1)] = m
-        idx, mask = idx.to(device), mask.to(device)
-        rows, pos = mask[:, 1:].nonzero(as_tuple=True)
-        sync()
-        t0 = time.perf_counter()
-        h = model.features(idx)
-        sync()
-        t1 = time.perf_counter()
-        model.lm_head(h[rows, pos])
-        sync()
-        t2 = time.perf_counter()
-        body_s, head_s = body_s + (t1 - t0), head_s + (t2 - t1)
-        tokens, scored = tokens + idx.numel(), scored + len(rows)
-        body_flops += 2 * block_params * idx.numel() + cfg.n_layer * 4 * idx.size(0) * L * L * cfg.n_embd
-        head_flops += 2 * cfg.vocab_size * cfg.n_embd * len(rows)
-    return ForwardCost(tokens, scored, body_flops, head_flops, body_s, head_s)
 
 
 @dataclass
@@ -405,96 +357,3 @@ def _undistributed(model: Callable) -> Callable:
     from torch.nn.parallel import DistributedDataParallel
 
     return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-# ----------------------------------------------------------------------------------------------------
-# Command line
-
-
-def add_arguments(parser) -> None:
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", metavar="PATH", help="a checkpoint of `gpt2lab train` (file or run folder)")
-    src.add_argument("--pretrained", metavar="NAME_OR_DIR", help="gpt2, gpt2-medium, ... (download) or a local HF folder")
-    parser.add_argument("--limit", type=int, metavar="N", help="score only the first N examples")
-    parser.add_argument(
-        "--data", metavar="PATH",
-        help=f"local hellaswag_val.jsonl (default: ${DATA_ENV}, else download it once into the cache)",
-    )
-    parser.add_argument("--json", metavar="PATH", help="also write the result as JSON here (a file; replaced)")
-    parser.add_argument("--device", default="auto",
-                        help="cpu, cuda, cuda:N or mps (default: auto, which picks cuda, then mps, then cpu)")
-    parser.add_argument("--batch-size", type=int, default=16, metavar="N",
-                        help="examples per forward pass, 4 rows each (default: 16)")
-
-
-def check_inputs(args) -> None:
-    """Everything checked before a model is loaded, so a bad --json fails now, not after the evaluation."""
-    from gpt2lab.run import checkpoint
-    from gpt2lab.base import dist
-    from gpt2lab.base.checks import input_file, output_file
-
-    if args.limit is not None and args.limit < 1:
-        raise UserError(f"--limit must be >= 1, got {args.limit}")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    problem = dist.device_problem(args.device)
-    if problem:
-        raise UserError(f"--device {args.device}: {problem}")
-    if args.json:
-        output_file(args.json, "--json")
-    if args.data:
-        input_file(args.data, "--data")
-    if args.checkpoint:
-        checkpoint.check_input(args.checkpoint, "--checkpoint")
-
-
-def run(args) -> int:
-    from gpt2lab.base import dist
-
-    check_inputs(args)
-    device = dist.pick_device(args.device)
-    try:
-        path = data_path(args.data)
-        examples = load_examples(path, limit=args.limit)
-    except (OSError, ValueError) as e:  # missing file, no network, checksum, malformed line
-        raise UserError(f"--data: {e}" if args.data else str(e)) from e
-    model, source = _load_model(args)
-    try:
-        model = model.to(device)
-    except (RuntimeError, AssertionError) as e:  # a device that passed the check but fails to initialise
-        raise UserError(f"--device {args.device}: cannot use it ({e})") from e
-    result = evaluate(model, examples, device=device, batch_size=args.batch_size, progress=True)
-    sha = sha256_file(path)
-    official = sha == OFFICIAL_SHA256
-    print(f"{result.n} examples from {path}{'' if official else ' (not the official file)'}, model {source}")
-    print("accuracy, its 95% Wilson interval on these examples, and chance:")
-    print(f"acc      {result.describe(norm=False)}   (OpenAI GPT-2 124M: {GPT2_124M['acc']})")
-    print(f"acc_norm {result.describe(norm=True)}   "
-          f"(OpenAI GPT-2 124M: {GPT2_124M['acc_norm']}, GPT-3 Small: {GPT3_124M['acc_norm']})")
-    if args.json:
-        out = {
-            **result.to_dict(),
-            "model": source,
-            "data": str(path),
-            "data_sha256": sha,
-            "official_data": official,
-            "limit": args.limit,
-            "reference": {"gpt2_124m": GPT2_124M, "gpt3_124m": GPT3_124M},
-        }
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {args.json}")
-    return 0
-
-
-def _load_model(args):
-    import pickle
-
-    from gpt2lab.run import checkpoint
-
-    if args.pretrained:
-        try:
-            return load_gpt2(args.pretrained), f"pretrained:{args.pretrained}"
-        except (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError) as e:  # offline, not GPT-2
-            raise UserError(f"cannot load --pretrained {args.pretrained}: {checkpoint.unreadable_reason(None, e)}") from None
-    return checkpoint.load_model(args.checkpoint), f"checkpoint:{args.checkpoint}"
