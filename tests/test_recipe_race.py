@@ -103,3 +103,11 @@ def test_read_sweep_of_a_file_without_hardware_says_so(tmp_path):
     sweep = rr.read_sweep(path)
     assert sweep.hardware == "machine box (no hardware record in the file)" and sweep.load is None
     assert "load not recorded" in str(rr.sweep_table(sweep))
+
+
+def test_sweep_path_finds_the_repository_results_from_the_book_folder(tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert rr.sweep_path(root / "notebooks") == root / "results" / "recipes-cpu.jsonl"
+    assert rr.sweep_path(tmp_path) == rr.SWEEP  # outside any repository: the relative path

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from gpt2lab.base.table import Table
 from gpt2lab.base.timing import load_average
+from gpt2lab.measure.results import locate
 from gpt2lab.run.config import TrainConfig, get_preset
 from gpt2lab.run.train import read_log, train
 
@@ -166,9 +167,18 @@ class Sweep:
         return max(loads, default=None)
 
 
-def read_sweep(path=SWEEP) -> Sweep | None:
-    """The latest sweep in a bench_recipes JSONL file (the lines sharing its last `started`), or None if no file."""
-    path = Path(path)
+def sweep_path(start=".") -> Path:
+    """results/recipes-cpu.jsonl of the repository holding `start` (the book's folder or the root), else SWEEP."""
+    try:
+        return locate(start) / SWEEP.name
+    except FileNotFoundError:
+        return SWEEP
+
+
+def read_sweep(path=None) -> Sweep | None:
+    """The latest sweep in a bench_recipes JSONL file (the lines sharing its last `started`), or None if there is
+    no file. Without a path: the repository's results/recipes-cpu.jsonl."""
+    path = sweep_path() if path is None else Path(path)
     if not path.exists():
         return None
     lines = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
