@@ -35,7 +35,7 @@ def test_verdict_when_the_challenger_reaches_the_target_slower_per_step(tmp_path
     assert v.time_ratio == pytest.approx(1.1 / 1.2)
     text = v.sentence("cpu")
     assert "gpt2 reached val loss 6.000 and modern 5.000" in text
-    assert "at step 2, with 50% of the tokens" in text
+    assert "at step 2, with 50% of the tokens gpt2 took to get there." in text
     assert "took 2.00x the time of a gpt2 step on this cpu (median 200 ms against 100 ms)" in text
     assert "it spent 1.1 s of training against 1.2 s: 0.92x the time." in text
 
@@ -111,3 +111,10 @@ def test_sweep_path_finds_the_repository_results_from_the_book_folder(tmp_path):
     root = Path(__file__).resolve().parents[1]
     assert rr.sweep_path(root / "notebooks") == root / "results" / "recipes-cpu.jsonl"
     assert rr.sweep_path(tmp_path) == rr.SWEEP  # outside any repository: the relative path
+
+
+def test_verdict_measures_the_baseline_from_its_first_reach_of_its_final_loss(tmp_path):
+    base = write_log(tmp_path / "a", [100.0] * 5, [(0, 9.0), (2, 5.9), (4, 6.0)])  # dipped below its final loss
+    other = write_log(tmp_path / "b", [100.0] * 5, [(0, 9.0), (4, 6.0)])
+    v = rr.Verdict(rr.run_log("gpt2", base, 512), rr.run_log("modern", other, 512))
+    assert v.baseline_reached[0] == 2 and v.token_ratio == pytest.approx(2.0)

@@ -100,14 +100,19 @@ class Verdict:
         return self.challenger.reach(self.target)
 
     @property
+    def baseline_reached(self) -> tuple[int, float, float]:
+        """The baseline's first validation at or below its own final loss (its last, unless it dipped earlier)."""
+        return self.baseline.reach(self.target)
+
+    @property
     def token_ratio(self) -> float | None:
         """Tokens the challenger needed to reach the target over the baseline's (None: not reached)."""
-        return self.reached[0] / self.baseline.val[-1][0] if self.reached else None
+        return self.reached[0] / self.baseline_reached[0] if self.reached else None
 
     @property
     def time_ratio(self) -> float | None:
         """Training seconds to the target, challenger over baseline: the token ratio times the step ratio."""
-        return self.reached[2] / self.baseline.val[-1][2] if self.reached else None
+        return self.reached[2] / self.baseline_reached[2] if self.reached else None
 
     def sentence(self, device: str) -> str:
         b, c = self.baseline, self.challenger
@@ -116,14 +121,14 @@ class Verdict:
                 f"and {c.recipe} {c.final_val:.3f}. ")
         if self.reached:
             text += (f"{c.recipe} first measured at or below {b.recipe}'s final loss at step {self.reached[0]}, "
-                     f"with {self.token_ratio:.0%} of the tokens. ")
+                     f"with {self.token_ratio:.0%} of the tokens {b.recipe} took to get there. ")
         else:
             text += f"{c.recipe} did not reach {b.recipe}'s final loss within these steps. "
         text += (f"Each {c.recipe} step took {self.step_ratio:.2f}x the time of a {b.recipe} step on this {device} "
                  f"(median {c.step_ms:.0f} ms against {b.step_ms:.0f} ms)")
         if self.reached:
             text += (f", so to {b.recipe}'s final loss it spent {self.reached[2]:.1f} s of training against "
-                     f"{b.val[-1][2]:.1f} s: {self.time_ratio:.2f}x the time")
+                     f"{self.baseline_reached[2]:.1f} s: {self.time_ratio:.2f}x the time")
         return text + "."
 
 
