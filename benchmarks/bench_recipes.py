@@ -4,7 +4,8 @@ Every recipe trains the cpu-tiny-shakespeare preset's run (its model shape, batc
 same number of steps, so the same tokens, with each seed. The validation loss is recorded along the way with the
 training time spent to reach it (evaluation not counted). The target is `gpt2`'s final validation loss (the median over
 its seeds); for each recipe the report gives the tokens and the training seconds to reach it: median and range over the
-seeds, and in how many seeds it was reached at all. One JSON line per run and one per recipe's summary are appended to
+seeds, and in how many seeds it was reached at all. One JSON line per run (with its hardware record and the load
+average before and after it) and one per recipe's summary are appended to
 --json. The learning rate is the preset's for every recipe: no idea is tuned, so a loss here is a lower bound on what
 that idea buys.
 
@@ -26,6 +27,8 @@ import time
 from pathlib import Path
 
 from gpt2lab.base.errors import UserError
+from gpt2lab.base.hardware import hardware_record
+from gpt2lab.base.timing import load_average
 from gpt2lab.engine.recipes import IDEAS, canonical
 from gpt2lab.run.config import get_preset
 from gpt2lab.run.train import read_log, train
@@ -76,13 +79,14 @@ def one_run(recipe: str, seed: int, args) -> dict:
                      warmup_steps=min(get_preset(PRESET).warmup_steps, max(1, args.steps // 10)),
                      **({"autocast": args.autocast} if args.autocast else {}))
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
+        load_before, t0 = load_average(), time.perf_counter()
         train(cfg, tmp, progress=False, echo=False)
         wall = time.perf_counter() - t0
         points = curve(Path(tmp), cfg.total_batch)
     return {"kind": "run", "recipe": recipe, "canonical": canonical(recipe), "seed": seed, "steps": args.steps,
             "tokens_per_step": cfg.total_batch, "autocast": cfg.autocast, "val": points,
-            "final_val": points[-1][2], "wall_s": wall}
+            "final_val": points[-1][2], "wall_s": wall, "load_avg": [load_before, load_average()],
+            "hardware": hardware_record(cfg.device)}
 
 
 def report(summary: list[dict]) -> str:

@@ -70,10 +70,30 @@ def _representable():
     return plot_representable()
 
 
+def _position_scores():
+    from gpt2lab.lessons.past_recipe import plot_position_scores, position_scores
+
+    return plot_position_scores(position_scores())
+
+
+def _singular_values():
+    from gpt2lab.lessons.past_recipe import one_step_updates, plot_singular_values
+
+    return plot_singular_values(one_step_updates())
+
+
+def _race():
+    from gpt2lab.lessons.recipe_race import RaceRun, plot_race
+
+    val = [(0, 10.8, 0.0), (20, 7.0, 4.0), (40, 6.1, 8.0)]
+    return plot_race({r: RaceRun(r, 1024, val, 200.0, 9.0, (None, None)) for r in ("gpt2", "modern")})
+
+
 # Every plotting function in the package, with inputs; test_every_plotting_function_is_checked keeps it complete.
 PLOTS = {"plot_ladder": _ladder, "plot": _ladder, "plot_roofs": _roofs, "plot_roofline": _roofline,
          "plot_schedule": _schedule, "plot_losses": _losses, "plot_representable": _representable, "plot_anatomy": _anatomy,
-         "closing_figure": _closing}
+         "closing_figure": _closing, "plot_position_scores": _position_scores,
+         "plot_singular_values": _singular_values, "plot_race": _race}
 
 
 def test_every_plotting_function_is_checked():

@@ -359,3 +359,22 @@ def test_the_benchmark_measures_tokens_and_seconds_to_gpt2s_final_loss(tmp_path)
     assert gpt2["target"] == 5.5 and gpt2["reached"] == 1 and gpt2["tokens"]["median"] == 400
     assert modern["reached"] == 1 and modern["tokens"] == {"median": 300, "min": 300, "max": 300}
     assert modern["train_s"]["median"] == 3.0 and "modern" in bench.report([gpt2, modern])
+
+
+def test_each_benchmark_run_records_its_hardware_and_load(monkeypatch):
+    import argparse
+    import json
+    import os
+    from pathlib import Path
+
+    bench = bench_module()
+
+    def fake_train(cfg, out_dir, **kw):
+        log = [{"type": "train", "step": 0, "loss": 5.0, "ms": 10.0}, {"type": "val", "step": 1, "val_loss": 4.0}]
+        (Path(out_dir) / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+
+    monkeypatch.setattr(bench, "train", fake_train)
+    run = bench.one_run("gpt2", 0, argparse.Namespace(steps=2, val_every=1, val_steps=1, autocast=None))
+    assert run["hardware"]["device"] == "cpu" and run["hardware"]["cpu_count"] == os.cpu_count()
+    assert len(run["load_avg"]) == 2 and all(x >= 0 for x in run["load_avg"])
+    assert run["final_val"] == 4.0
