@@ -3,7 +3,7 @@ import torch
 
 from gpt2lab.engine.model import GPTConfig
 from gpt2lab.engine.optim import OptimConfig
-from gpt2lab.lessons.short_runs import overfit_one_batch, short_run
+from gpt2lab.lessons.short_runs import clipping_step, overfit_one_batch, short_run
 
 CFG = GPTConfig(block_size=32, vocab_size=64, n_layer=2, n_head=2, n_embd=32)
 
@@ -29,3 +29,19 @@ def test_short_run_follows_the_schedule_and_is_seeded():
         runs.append(short_run(CFG, lambda: next(it), 8, optim, seed=5))
     assert runs[0].loss == runs[1].loss and runs[0].grad_norm == runs[1].grad_norm
     assert runs[0].lr[:3] == [1e-3 / 3, 2e-3 / 3, 1e-3] and runs[0].lr[-1] < 1e-3
+
+
+@pytest.mark.slow
+def test_clipping_caps_the_gradient_norm_not_the_adamw_update():
+    torch.manual_seed(0)
+    data = torch.randint(0, 64, (6, 4, 17))
+    it = iter((d[:, :-1], d[:, 1:]) for d in data)
+    optim = OptimConfig(max_lr=1e-2, warmup_steps=0, max_steps=10, grad_clip=0.05)
+    first = clipping_step(CFG, lambda: next(it), optim, before=0)
+    assert first.grad_norm > 0.05 and first.clipped_norm == pytest.approx(0.05, rel=1e-4)
+    # Adam's first step moves every weight by about lr whatever the gradient's scale: clipping changes nothing
+    assert first.update_norm["clipped"] == pytest.approx(first.update_norm["not clipped"], rel=0.02)  # up to eps
+    assert first.update_max["clipped"] == pytest.approx(1e-2, rel=0.02)
+    later = clipping_step(CFG, lambda: next(it), optim, before=3)
+    assert later.step == 3 and later.clipped_norm <= 0.05 * (1 + 1e-4) < later.grad_norm
+    assert later.update_norm["clipped"] > 0.05  # the step is not bounded by the clipping threshold

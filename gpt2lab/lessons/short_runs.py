@@ -6,6 +6,7 @@ enough to finish in seconds, so chapter 3 can show the effect instead of asserti
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -14,7 +15,7 @@ import torch
 from gpt2lab.engine.knobs import Knobs, build, get_rung
 from gpt2lab.engine.model import GPTConfig
 from gpt2lab.engine.optim import OptimConfig, lr_at
-from gpt2lab.engine.step import train_step
+from gpt2lab.engine.step import capture_gradients, train_step
 
 
 @dataclass
@@ -25,10 +26,14 @@ class ShortRun:
 
 
 def short_run(model_config: GPTConfig, next_batch: Callable, steps: int, optim: OptimConfig,
-              knobs: Knobs | None = None, device: str = "cpu", seed: int = 0) -> ShortRun:
-    """`steps` optimizer steps with `optim`'s schedule, clipping and weight decay; per-step loss and norm."""
+              knobs: Knobs | None = None, device: str = "cpu", seed: int = 0,
+              optimizer: Callable | None = None) -> ShortRun:
+    """`steps` optimizer steps with `optim`'s schedule, clipping and weight decay; per-step loss and norm.
+    `optimizer(model)` replaces the recipe's AdamW (the schedule still sets its learning rate)."""
     knobs = knobs or get_rung("fp32").knobs
     built = build(knobs, model_config, device, optim, seed=seed)
+    if optimizer is not None:
+        built.optimizer = optimizer(built.raw)
     out = ShortRun()
     for step in range(steps):
         lr = lr_at(step, optim)
@@ -49,3 +54,47 @@ def overfit_one_batch(model_config: GPTConfig, x: torch.Tensor, y: torch.Tensor,
     constant = OptimConfig(max_lr=lr, min_lr_ratio=1.0, warmup_steps=0, max_steps=steps, weight_decay=0.0,
                            grad_clip=1.0)
     return short_run(model_config, lambda: (x, y), steps, constant, device=device, seed=seed)
+
+
+@dataclass
+class ClipStep:
+    """One optimizer step taken twice from the same weights, optimizer state and batch: with clipping and
+    without. Norms are L2 norms over all parameters."""
+    step: int  # optimizer steps taken before this one
+    lr: float
+    grad_norm: float  # before clipping
+    clipped_norm: float  # what the optimizer saw with clipping
+    update_norm: dict[str, float] = field(default_factory=dict)  # "clipped" / "not clipped" -> |new - old weights|
+    update_max: dict[str, float] = field(default_factory=dict)  # largest change of any single weight
+
+
+def _global_norm(tensors) -> float:
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors])).item()
+
+
+def clipping_step(model_config: GPTConfig, next_batch: Callable, optim: OptimConfig, before: int,
+                  device: str = "cpu", seed: int = 0) -> ClipStep:
+    """Train `before` steps with `optim`'s recipe, then take the next step with and without clipping."""
+    built = build(get_rung("fp32").knobs, model_config, device, optim, seed=seed)
+    for step in range(before):
+        train_step(built, next_batch, lr=lr_at(step, optim), grad_clip=optim.grad_clip)
+    batch = next_batch()
+    params = list(built.raw.parameters())
+    weights = [p.detach().clone() for p in params]
+    state = copy.deepcopy(built.optimizer.state_dict())
+    lr = lr_at(before, optim)
+    out = None
+    for name, clip in (("clipped", optim.grad_clip), ("not clipped", None)):
+        with torch.no_grad():
+            for p, w in zip(params, weights):
+                p.copy_(w)
+        built.optimizer.load_state_dict(copy.deepcopy(state))
+        for group in built.optimizer.param_groups:
+            group["lr"] = lr
+        result, grads = capture_gradients(built, lambda: batch, grad_clip=clip)
+        if out is None:
+            out = ClipStep(before, lr, result.grad_norm.item(), _global_norm(grads))
+        change = [p.detach() - w for p, w in zip(params, weights)]
+        out.update_norm[name] = _global_norm(change)
+        out.update_max[name] = max(c.abs().max().item() for c in change)
+    return out
