@@ -98,3 +98,4 @@ def clipping_step(model_config: GPTConfig, next_batch: Callable, optim: OptimCon
         out.update_norm[name] = _global_norm(change)
         out.update_max[name] = max(c.abs().max().item() for c in change)
     return out
+
