@@ -215,7 +215,8 @@ class ShardLoader:
         return sum((e["tokens"] - 1) // self.global_tokens for e in self.entries)
 
 
-def val_loss_pairs(folder, batch_size: int, seq_len: int, steps: int, world_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def val_loss_pairs(folder, batch_size: int, seq_len: int, steps: int,
+                   world_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The (input, target) token pairs a validation loss of `steps` batches scores, read by the very loader
     the trainer uses: the first steps * batch_size * seq_len * world_size validation tokens, in file order
     (under DDP each rank reads its slice of every global batch, and the ranks' mean covers them all)."""

@@ -7,7 +7,7 @@ enough to finish in seconds, so chapter 3 can show the effect instead of asserti
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -99,3 +99,29 @@ def clipping_step(model_config: GPTConfig, next_batch: Callable, optim: OptimCon
         out.update_max[name] = max(c.abs().max().item() for c in change)
     return out
 
+
+def warmup_runs(model_config: GPTConfig, loader: Callable[[], Callable], steps: int, optim: OptimConfig,
+                peak_lr: float, warmup: int, device: str = "cpu", seed: int = 0) -> dict[str, ShortRun]:
+    """The first `steps` steps at a constant `peak_lr`, reached after `warmup` linear steps and with none (same
+    seed, same batches: `loader()` gives a fresh `next_batch`)."""
+    runs = {}
+    for name, w in ((f"warmup {warmup} steps", warmup), ("no warmup", 0)):
+        schedule = replace(optim, max_lr=peak_lr, warmup_steps=w, max_steps=steps, min_lr_ratio=1.0)
+        runs[name] = short_run(model_config, loader(), steps, schedule, device=device, seed=seed)
+    return runs
+
+
+def largest_spike(run: ShortRun) -> tuple[float, int]:
+    """The largest gradient norm after step 0 (where every run starts from the same weights), and its step."""
+    peak = max(run.grad_norm[1:])
+    return peak, run.grad_norm.index(peak, 1)
+
+
+def spike_verdict(with_warmup: ShortRun, without: ShortRun) -> str:
+    """One line on which run's gradient norm spiked higher, by more than a factor of two or not."""
+    peak_with, peak_without = largest_spike(with_warmup)[0], largest_spike(without)[0]
+    if peak_without > 2 * peak_with:
+        return "without warmup the gradient norm spiked more than twice as high"
+    if peak_with > 2 * peak_without:
+        return "warmup did not prevent the largest spike; it came once the rate had ramped up to this peak"
+    return "the two runs' largest norms are within a factor of two of each other"
