@@ -255,6 +255,31 @@ def test_bigram_baseline_matches_a_hand_computation(tmp_path):
         data.bigram_baseline(folder, discount=1.0)
 
 
+def test_baselines_score_exactly_the_tokens_a_val_loss_scores(tmp_path):
+    folder = tmp_path / "v"
+    folder.mkdir()
+    val = np.arange(100, 141, dtype=np.uint16)  # 41 tokens: 3 batches of 2 x 4 read the first 24 pairs
+    train = np.array([100, 101, 100, 101, 5, 5, 5, 7], dtype=np.uint16)
+    entries = [data.write_shard(folder, 0, val), data.write_shard(folder, 1, train)]
+    data.write_manifest(folder, {"format": data.FORMAT, "shards": entries, "complete": True})
+    inputs, targets = data.val_loss_pairs(folder, batch_size=2, seq_len=4, steps=3)
+    assert inputs.tolist() == list(range(100, 124)) and targets.tolist() == list(range(101, 125))
+    # two ranks of batch 1 read, between them, what one process with batch 2 reads: the same pairs
+    ranks = [data.ShardLoader(folder, "val", 1, 4, rank=r, world_size=2, verify=False) for r in range(2)]
+    both = sorted(int(t) for _ in range(3) for loader in ranks for t in loader.next_batch()[1].flatten())
+    assert both == sorted(data.val_loss_pairs(folder, 1, 4, 3, world_size=2)[1].tolist())
+    total = len(train) + 50257
+    expected = -np.log([(1 + (t == 101) * 2) / total for t in range(101, 125)]).mean()  # only 101 is in training
+    assert data.unigram_baseline(folder, pairs=(inputs, targets)) == pytest.approx(expected)
+    assert data.unigram_baseline(folder) != pytest.approx(expected)  # the whole shard is other tokens
+    uni_101 = 3 / total
+    p_100_101 = (2 - 0.75) / 2 + 0.75 * 1 / 2 * uni_101  # 100 is followed twice, always by 101
+    p_101_102 = 0.75 * 2 / 2 * (1 / total)  # 101 is followed by 100 and 5, never by 102: the shared-out part
+    rest = [1 / total] * 22  # no other input has a successor in training: the unigram alone
+    assert data.bigram_baseline(folder, pairs=(inputs, targets)) == pytest.approx(
+        -np.log([p_100_101, p_101_102, *rest]).mean())
+
+
 def test_loader_checks_every_shard_size_when_it_starts(shards):
     m = data.read_manifest(shards)
     last = shards / m["shards"][-1]["file"]  # a training shard the loader would reach last

@@ -41,3 +41,15 @@ def test_run_table_has_one_row_per_validation(tmp_path):
     assert header.split() == ["step", "train", "loss", "val", "loss", "lr", "grad", "norm", "ms/step"]
     assert first.split() == ["0", "-", "10.0000"]
     assert second.split() == ["4", "6.5000", "6.5000", "1.00e-01", "2.000", "10.0"]  # mean of 8, 7, 6, 5
+
+
+def test_plot_short_runs_draws_loss_and_norm_per_run():
+    from gpt2lab.lessons.plots import plot_short_runs
+    from gpt2lab.lessons.short_runs import ShortRun
+
+    fig = plot_short_runs({"a": ShortRun(loss=[3.0, 2.0], grad_norm=[2.0, 0.5]), "b": ShortRun(loss=[3.0, 1.0],
+                          grad_norm=[2.0, 3.0])}, title="t")
+    loss_ax, norm_ax = fig.axes[:2]
+    assert [list(line.get_ydata()) for line in loss_ax.lines] == [[3.0, 2.0], [3.0, 1.0]]
+    assert norm_ax.get_yscale() == "log"
+    assert [list(line.get_ydata()) for line in norm_ax.lines][:2] == [[2.0, 0.5], [2.0, 3.0]]

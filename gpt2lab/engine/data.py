@@ -230,49 +230,72 @@ class ShardLoader:
         return sum((e["tokens"] - 1) // self.global_tokens for e in self.entries)
 
 
-def unigram_baseline(folder) -> float:
-    """Validation loss (nats/token) of the best model that ignores context: each token predicted with its
-    training-split frequency (add-one smoothed over GPT-2's vocabulary). A trained GPT must beat it."""
-    manifest = read_manifest(folder)
-    counts = np.ones(VOCAB_SIZE, dtype=np.float64)  # add-one smoothing: unseen tokens keep non-zero probability
-    val = []
+def val_loss_pairs(folder, batch_size: int, seq_len: int, steps: int,
+                   world_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The (input, target) token pairs a validation loss of `steps` batches scores, read by the very loader
+    the trainer uses: the first steps * batch_size * seq_len * world_size validation tokens, in file order
+    (under DDP each rank reads its slice of every global batch, and the ranks' mean covers them all)."""
+    loader = ShardLoader(folder, "val", batch_size * world_size, seq_len, verify=False)
+    xs, ys = zip(*(loader.next_batch() for _ in range(steps)))
+    return torch.cat(xs).flatten().numpy(), torch.cat(ys).flatten().numpy()
+
+
+def _whole_val_pairs(folder, manifest: dict) -> tuple[np.ndarray, np.ndarray]:
+    prev, nxt = [], []
     for entry in manifest["shards"]:
-        tokens = open_shard(Path(folder), entry, verify=False)
+        if entry["split"] == "val":  # pairs never cross shards
+            tokens = np.asarray(open_shard(Path(folder), entry, verify=False), dtype=np.int64)
+            prev.append(tokens[:-1])
+            nxt.append(tokens[1:])
+    return np.concatenate(prev), np.concatenate(nxt)
+
+
+def _train_unigram(folder, manifest: dict) -> np.ndarray:
+    """Token probabilities on the training split, add-one smoothed over GPT-2's vocabulary."""
+    counts = np.ones(VOCAB_SIZE, dtype=np.float64)  # add-one: unseen tokens keep non-zero probability
+    for entry in manifest["shards"]:
         if entry["split"] == "train":
-            counts += np.bincount(tokens, minlength=counts.size)[: counts.size]
-        else:
-            val.append(np.asarray(tokens))
-    logp = np.log(counts / counts.sum())
-    val_tokens = np.concatenate(val)
-    return float(-logp[val_tokens].mean())
+            counts += np.bincount(open_shard(Path(folder), entry, verify=False), minlength=VOCAB_SIZE)[:VOCAB_SIZE]
+    return counts / counts.sum()
 
 
-def bigram_baseline(folder, discount: float = 0.75) -> float:
+def unigram_baseline(folder, pairs: tuple[np.ndarray, np.ndarray] | None = None) -> float:
+    """Validation loss (nats/token) of the best model that ignores context: each token predicted with its
+    training-split frequency (add-one smoothed over GPT-2's vocabulary). A trained GPT must beat it.
+    Scored on the targets of `pairs` (see `val_loss_pairs`: the tokens a run's val loss scores), or on every
+    token of the validation split when None."""
+    manifest = read_manifest(folder)
+    logp = np.log(_train_unigram(folder, manifest))
+    if pairs is None:
+        val = [open_shard(Path(folder), e, verify=False) for e in manifest["shards"] if e["split"] == "val"]
+        targets = np.concatenate([np.asarray(t) for t in val])
+    else:
+        targets = np.asarray(pairs[1])
+    return float(-logp[targets.astype(np.int64)].mean())
+
+
+def bigram_baseline(folder, discount: float = 0.75, pairs: tuple[np.ndarray, np.ndarray] | None = None) -> float:
     """Validation loss (nats/token) of a table of counts with one token of context: P(next | previous) counted
     on the training split, with absolute discounting (each seen pair gives up `discount` of a count, shared out
     by the unigram of `unigram_baseline`; a previous token never seen falls back to that unigram). No training
-    and no network: the yardstick for what one token of context is worth on this corpus."""
+    and no network: the yardstick for what one token of context is worth on this corpus. Scored on `pairs`
+    (input, target), or on every adjacent pair of the validation split when None."""
     if not 0 < discount < 1:
         raise ValueError(f"discount must be between 0 and 1, got {discount}")
     vocab = VOCAB_SIZE
     manifest = read_manifest(folder)
-    unigram = np.ones(vocab, dtype=np.float64)
-    train_pairs, val_pairs = [], []
+    unigram = _train_unigram(folder, manifest)
+    train_pairs = []
     for entry in manifest["shards"]:
-        tokens = np.asarray(open_shard(Path(folder), entry, verify=False), dtype=np.int64)
-        pairs = tokens[:-1] * vocab + tokens[1:]  # (previous, next) as one integer; pairs never cross shards
         if entry["split"] == "train":
-            unigram += np.bincount(tokens, minlength=vocab)[:vocab]
-            train_pairs.append(pairs)
-        else:
-            val_pairs.append(pairs)
-    unigram /= unigram.sum()
+            tokens = np.asarray(open_shard(Path(folder), entry, verify=False), dtype=np.int64)
+            train_pairs.append(tokens[:-1] * vocab + tokens[1:])  # (previous, next) as one integer
     seen, counts = np.unique(np.concatenate(train_pairs), return_counts=True)
     previous = seen // vocab
     context = np.bincount(previous, weights=counts, minlength=vocab)  # how often each token has a successor
     kinds = np.bincount(previous, minlength=vocab)  # how many different successors it has
-    query = np.concatenate(val_pairs)
-    a, b = query // vocab, query % vocab
+    a, b = (np.asarray(t, dtype=np.int64) for t in (pairs or _whole_val_pairs(folder, manifest)))
+    query = a * vocab + b
     at = np.minimum(np.searchsorted(seen, query), len(seen) - 1)
     pair_count = np.where(seen[at] == query, counts[at], 0)
     c = np.maximum(context[a], 1)

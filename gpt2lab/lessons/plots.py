@@ -57,3 +57,19 @@ def run_table(out_dir) -> str:
         rows.append(f"{v['step']:>6} {mean('loss'):>10.4f} {v['val_loss']:>9.4f} {window[-1]['lr']:>9.2e} "
                     f"{mean('grad_norm'):>9.3f} {mean('ms'):>8.1f}")
     return "\n".join(rows)
+
+
+def plot_short_runs(runs: dict, title: str):
+    """Train loss (left) and gradient norm before clipping (right, log scale, the clip level dotted) per step,
+    one line per named `short_runs.ShortRun`."""
+    from gpt2lab.base import figures
+
+    fig, axes = figures.subplots(1, 2, height=3)
+    for name, r in runs.items():
+        axes[0].plot(r.loss, label=name)
+        axes[1].plot(r.grad_norm, label=name)
+    axes[0].set(xlabel="step", ylabel="train loss", title=title)
+    axes[1].set(xlabel="step", ylabel="gradient norm (before clipping)", yscale="log")
+    axes[1].axhline(1.0, color="grey", ls=":", lw=1)
+    axes[0].legend()
+    return fig
