@@ -54,3 +54,19 @@ def test_roofline_places_gpt2_operations():
     assert ops["MLP up (c_fc)"].attainable(989.5e12, 3.35e12) == 989.5e12
     # the c_fc matmul: 2 * (16*1024) * 768 * 3072 FLOPs
     assert ops["MLP up (c_fc)"].flops == 2 * 16 * 1024 * 768 * 3072
+
+
+def test_ladder_mfu_of_the_h200_reference():
+    from gpt2lab.engine.model import get_config
+    from gpt2lab.measure.flops import flops_per_token, ladder_mfu
+    from gpt2lab.measure.reference import PROJECT_H200_LADDER as H200
+
+    rows = ladder_mfu(H200, "NVIDIA H200", ("fp32", "tf32", "bf16"), get_config("gpt2"), 1024)
+    assert [(r.rung, r.matmul_dtype) for r in rows] == [("fp32", "fp32"), ("tf32", "tf32"), ("bf16", "bf16")]
+    fp32 = rows[0]
+    assert fp32.own_peak == 67e12
+    assert fp32.own == pytest.approx(fp32.tokens_per_s * flops_per_token(get_config("gpt2"), 1024) / 67e12)
+    assert round(100 * fp32.own, 1) == 56.6 and round(100 * rows[1].own, 1) == 17.9
+    assert rows[0].best < rows[1].best < rows[2].best  # one yardstick: only the time moves it
+    with pytest.raises(ValueError):
+        ladder_mfu(H200, "a toaster", ("fp32",), get_config("gpt2"), 1024)

@@ -72,3 +72,15 @@ def test_quiet_stderr_silences_file_descriptor_2(capfd):
         os.write(2, b"from C++\n")
     os.write(2, b"after\n")
     assert capfd.readouterr().err == "after\n"
+
+
+def test_cpu_allocations_lists_allocations_and_frees_in_order():
+    from gpt2lab.base.timing import cpu_allocations
+
+    def step():
+        a = torch.ones(2**20 // 4)  # 1 MiB
+        b = torch.ones(2**21 // 4)  # 2 MiB
+        del a, b
+
+    events = [e for e in cpu_allocations(step) if abs(e) >= 2**20]
+    assert events == [2**20, 2**21, -(2**20), -(2**21)]

@@ -173,6 +173,19 @@ def tensor_step_mb(fn: Callable[[], object], device: torch.device | str) -> floa
         return (torch.cuda.max_memory_allocated(device) - start) / 2**20
     if device.type != "cpu":
         return None
+    events = cpu_allocations(fn)
+    if events is None:
+        return None
+    held = peak = 0
+    for nbytes in events:  # frees of tensors made before the call are not recorded: the count starts at zero
+        held += nbytes
+        peak = max(peak, held)
+    return peak / 2**20
+
+
+def cpu_allocations(fn: Callable[[], object]) -> list[int] | None:
+    """Every CPU tensor allocation (bytes, positive) and free (negative) during one call of `fn`, in order, as
+    PyTorch's profiler records them; None on a torch whose profiler keeps its raw events elsewhere."""
     from torch.profiler import ProfilerActivity, profile
 
     with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -180,13 +193,9 @@ def tensor_step_mb(fn: Callable[[], object], device: torch.device | str) -> floa
     try:
         events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
                         key=lambda e: e.start_ns())
-    except AttributeError:  # a torch whose profiler keeps its raw events elsewhere: no figure rather than a wrong one
+        return [e.nbytes() for e in events if e.device_type() == torch.autograd.DeviceType.CPU]
+    except AttributeError:  # no figure rather than a wrong one
         return None
-    held = peak = 0
-    for e in events:  # frees of tensors made before the call are not recorded: the count starts at zero
-        held += e.nbytes()
-        peak = max(peak, held)
-    return peak / 2**20
 
 
 def load_average() -> float | None:

@@ -67,6 +67,37 @@ def tiled_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_q: 
     return (out, lse) if return_lse else out
 
 
+def tiled_attention_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                             lse: torch.Tensor, dout: torch.Tensor, block_q: int = 64, block_k: int = 64):
+    """Gradients of causal attention with respect to q, k, v, one tile at a time, from what the forward kept.
+
+    `out` and `lse` come from `tiled_attention(..., return_lse=True)`, `dout` is the gradient of the loss with
+    respect to the output. No T x T probability matrix was stored, so each visited tile recomputes its scores
+    S = q k^T and its probabilities P = exp(S - lse), then adds its share of the gradients:
+      dV += P^T dO,  dP = dO V^T,  dS = P * (dP - rowsum(dO * O)),  dQ += dS K,  dK += dS^T Q.
+    Five matmuls per tile (the forward has two), and tiles wholly in the future are skipped as in the forward.
+    """
+    T, scale = q.size(-2), 1.0 / math.sqrt(q.size(-1))
+    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    delta = (dout * out).sum(dim=-1, keepdim=True)  # rowsum(dO * O) = rowsum(P * dP): one number per query row
+    for q0 in range(0, T, block_q):
+        q1 = min(q0 + block_q, T)
+        qi, doi, lse_i = q[..., q0:q1, :] * scale, dout[..., q0:q1, :], lse[..., q0:q1, None]
+        rows = torch.arange(q0, q1, device=q.device)[:, None]
+        for k0 in range(0, q1, block_k):
+            k1 = min(k0 + block_k, q1)
+            s = qi @ k[..., k0:k1, :].transpose(-2, -1)  # recomputed, not read back
+            if k1 - 1 > q0:
+                cols = torch.arange(k0, k1, device=q.device)[None, :]
+                s = s.masked_fill(cols > rows, float("-inf"))
+            p = torch.exp(s - lse_i)
+            dv[..., k0:k1, :] += p.transpose(-2, -1) @ doi
+            ds = p * (doi @ v[..., k0:k1, :].transpose(-2, -1) - delta[..., q0:q1, :])
+            dq[..., q0:q1, :] += (ds @ k[..., k0:k1, :]) * scale
+            dk[..., k0:k1, :] += ds.transpose(-2, -1) @ qi
+    return dq, dk, dv
+
+
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """PyTorch's fused attention (what the model's attn="flash" calls): the backend is PyTorch's choice."""
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)

@@ -102,3 +102,38 @@ def gpt2_operations(config: GPTConfig, batch: int, seq: int, bytes_per_value: in
         Operation("residual add", m * c, 3 * b * m * c),
         matmul("output head (lm_head)", m, c, v),
     ]
+
+
+# ------------------------------------------------------------------------------------ MFU of a cited ladder
+
+
+@dataclass(frozen=True)
+class RungMfu:
+    """One rung of a measured ladder against two yardsticks: the peak of the dtype its matmuls run in, and the
+    device's best dense 16-bit peak (one yardstick for every rung)."""
+
+    rung: str
+    ms_per_step: float
+    tokens_per_s: float
+    matmul_dtype: str
+    own_peak: float
+    own: float
+    best: float
+
+
+def ladder_mfu(ladder, device_name: str, rungs: tuple[str, ...], config: GPTConfig, seq: int) -> list[RungMfu]:
+    """MFU of each of `rungs` in `ladder` (a `gpt2lab.measure.reference.LadderReference`) on `device_name`, with
+    the PaLM count of FLOPs per token of `config` at `seq`."""
+    from gpt2lab.base.hardware import best_peak_flops, peak_flops
+    from gpt2lab.engine.knobs import RUNGS
+
+    per_token, best = flops_per_token(config, seq), best_peak_flops(device_name)
+    if best is None:
+        raise ValueError(f"no datasheet peak for {device_name!r}")
+    rows = []
+    for name in rungs:
+        dtype = RUNGS[name].knobs.matmul_dtype
+        own_peak, tps = peak_flops(device_name, dtype), ladder.tokens_per_s(name)
+        rows.append(RungMfu(name, ladder.ms_per_step[name], tps, dtype, own_peak, mfu(tps, per_token, own_peak),
+                            mfu(tps, per_token, best)))
+    return rows
