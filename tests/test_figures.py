@@ -64,6 +64,14 @@ def _closing():
     return closing_figure({"H200, Tiny Shakespeare": read_train_text(ROOT / "results/h200-2026-11-26/train.txt")})
 
 
+def _short_runs():
+    from gpt2lab.lessons.plots import plot_short_runs
+    from gpt2lab.lessons.short_runs import ShortRun
+
+    runs = {name: ShortRun([9.0, 8.0, 7.5], [2.0, 1.5, 1.2], [1e-3] * 3) for name in ("warm-up", "none")}
+    return plot_short_runs(runs, title="first 3 steps")
+
+
 def _representable():
     from gpt2lab.lessons.formats import plot_representable
 
@@ -92,7 +100,7 @@ def _race():
 # Every plotting function in the package, with inputs; test_every_plotting_function_is_checked keeps it complete.
 PLOTS = {"plot_ladder": _ladder, "plot": _ladder, "plot_roofs": _roofs, "plot_roofline": _roofline,
          "plot_schedule": _schedule, "plot_losses": _losses, "plot_representable": _representable, "plot_anatomy": _anatomy,
-         "closing_figure": _closing, "plot_position_scores": _position_scores,
+         "closing_figure": _closing, "plot_short_runs": _short_runs, "plot_position_scores": _position_scores,
          "plot_singular_values": _singular_values, "plot_race": _race}
 
 

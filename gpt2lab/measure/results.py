@@ -191,11 +191,25 @@ def hardware_table(hardware: dict) -> Table:
     return Table(["hardware", "value"], [[k, _cell(hardware[k])] for k in keys])
 
 
+def is_ladder_file(path: str | Path) -> bool:
+    """Whether a JSONL results file holds ladder rungs (its records name a `rung`)."""
+    with open(path, encoding="utf-8") as f:
+        first = next((line for line in f if line.strip()), "")
+    return bool(first) and "rung" in json.loads(first)
+
+
+def sweep_files(root: str | Path) -> list[Path]:
+    """The JSONL files under `root` that are not ladders: recipe sweeps (benchmarks/bench_recipes.py)."""
+    return [p for p in sorted(Path(root).rglob("*.jsonl")) if not is_ladder_file(p)]
+
+
 def collect(root: str | Path) -> tuple[list[LadderRun], list[ResultsFile]]:
     """Every ladder run and every other measurement under `root`, sorted by path (runs in file order)."""
     root = Path(root)
     ladders, others = [], []
     for path in sorted(root.rglob("*.jsonl")):
+        if not is_ladder_file(path):  # e.g. a recipes sweep (benchmarks/bench_recipes.py): not rungs
+            continue
         note = folder_note(path.parent)
         ladders += [LadderRun(path, run, note) for run in runs(load_jsonl(path))]
     for path in sorted(root.rglob("*.json")):
