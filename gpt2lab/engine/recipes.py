@@ -65,8 +65,8 @@ IDEAS: dict[str, Idea] = {idea.name: idea for idea in (
          model={"embed_norm": True}),
     Idea("softcap", "logits = 30 * torch.tanh(logits / 30)",
          "logits cannot grow without bound, which keeps the model from becoming over-confident early in training",
-         "speedrun record 9 (2024-11-06), tanh logit capping at 30 as in Gemma 2, together with value residuals, "
-         "an embedding shortcut and momentum warmup, 10.8 -> 8.2 min",
+         "speedrun record 9, tanh logit capping at 30 as in Gemma 2 (with value residuals, an embedding shortcut and "
+         "momentum warmup in the same record), 10.8 -> 8.2 min",
          model={"logit_softcap": 30.0}),
     Idea("muon", "torch.optim.Muon(hidden 2-D matrices) + AdamW(embeddings, head, gains, biases)",
          "each matrix's momentum is orthogonalised (Newton-Schulz) before the step, so every direction of the "
