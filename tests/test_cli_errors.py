@@ -165,6 +165,10 @@ CASES = [
     case("bench", "--json", "a_file/x.jsonl", expect=("--json a_file/x.jsonl", "not a folder")),
     case("bench", "--plot", "x.badext", expect=("--plot x.badext", "unknown image format")),
     case("bench", "--plot", "a_file/p.png", expect=("--plot a_file/p.png", "not a folder")),
+    case(*SMOKE, "--hellaswag-every", "5", "--hellaswag-data", "rows.jsonl",
+         expect=("--hellaswag-every 5 needs the HellaSwag data", "rows.jsonl")),
+    case("prepare", "--source", "empty.txt", "--out", "shards", expect=("--source empty.txt", "empty (0 bytes)")),
+    case("verify", "list_manifest", expect=("list_manifest/manifest.json", "not a gpt2lab manifest")),
     # sample
     case("sample", "--checkpoint", "nowhere", expect=("--checkpoint", "nowhere")),
     case("sample", "--checkpoint", "run.json", expect=("run.json",)),
@@ -172,6 +176,10 @@ CASES = [
     case("sample", "--checkpoint", "latest.pt", "--temperature", "nan", expect=("--temperature", "nan")),
     case("sample", "--checkpoint", "latest.pt", "--device", "cuda", expect=("--device cuda",), marks=NO_CUDA),
     case("sample", "--tokens", "5", expect=("--checkpoint", "--pretrained"), id="sample without a model"),
+    case("sample", "--checkpoint", "latest.pt", "--tokens", "100000", expect=("--tokens", "10,000", "100,000")),
+    case("sample", "--checkpoint", "latest.pt", "--prompt", "caf\udce9", expect=("--prompt", "UTF-8"),
+         id="sample --prompt not UTF-8"),
+    case("bench", "--json", "rows.jsonl", expect=("--json rows.jsonl", "not a ladder results file", "line 1")),
     # verify
     case("verify", "nowhere", expect=("nowhere",)),
     case("verify", "empty_dir", expect=("empty_dir",)),
@@ -191,6 +199,9 @@ SUBPROCESS_CASES = [
 def make_files(root: Path) -> None:
     """The same small world for every case: things a user might point a flag at by mistake."""
     (root / "a_file").write_text("not a folder\n")
+    (root / "empty.txt").write_text("")
+    (root / "list_manifest").mkdir()
+    (root / "list_manifest" / "manifest.json").write_text("[1, 2]\n")
     (root / "empty_dir").mkdir()
     (root / "old_run").mkdir()
     (root / "old_run" / "latest.pt").write_bytes(b"a previous run's checkpoint")

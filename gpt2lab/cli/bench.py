@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -59,6 +60,24 @@ def check_output(path: str, option: str, suffixes: set[str] | None = None) -> No
     output_file(p, option)
 
 
+def check_appendable(path: str, option: str) -> None:
+    """A results file we append to must already be one (JSON lines of rungs), so a typo never adds ladder
+    lines to some other file."""
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size == 0:
+        return
+    for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or "rung" not in record:
+            raise UserError(f"{option} {path}: not a ladder results file (line {n} is not a rung's JSON line); "
+                            "name a new file or an existing ladder .jsonl")
+
+
 def _image_formats() -> set[str]:
     import matplotlib.figure
 
@@ -92,6 +111,7 @@ def run(args) -> int:
         raise UserError(message) from None
     if args.json:
         check_output(args.json, "--json")
+        check_appendable(args.json, "--json")
     if args.plot:
         check_output(args.plot, "--plot", _image_formats())
 

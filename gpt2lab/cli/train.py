@@ -109,7 +109,8 @@ def check_inputs(cfg: TrainConfig, args: argparse.Namespace, out: Path) -> None:
         if cfg.hellaswag_data:
             input_file(cfg.hellaswag_data, "--hellaswag-data")
         try:
-            hellaswag.data_path(cfg.hellaswag_data)  # downloaded now (once) if needed, not at step 0 of the run
+            path = hellaswag.data_path(cfg.hellaswag_data)  # downloaded now (once) if needed, not at step 0
+            hellaswag.load_examples(path, limit=cfg.hellaswag_limit)  # read as the run will: a bad line fails now
         except (OSError, ValueError) as e:
             raise UserError(f"--hellaswag-every {cfg.hellaswag_every} needs the HellaSwag data: {e}; "
                             "--hellaswag-every 0 trains without it") from None

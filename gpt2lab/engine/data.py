@@ -60,8 +60,15 @@ def read_manifest(folder: str | os.PathLike) -> dict:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise UserError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path} is not a gpt2lab manifest (a JSON {type(manifest).__name__}, not an object)")
     if manifest.get("format") != FORMAT:
         raise UserError(f"{path}: unknown format {manifest.get('format')!r}, expected {FORMAT!r}")
+    shards = manifest.get("shards")
+    if not isinstance(shards, list) or not all(isinstance(e, dict) and {"file", "split", "tokens", "sha256"} <= set(e)
+                                               for e in shards):
+        raise UserError(f"{path}: its `shards` must be a list of {{file, split, tokens, sha256}} entries; "
+                        "prepare the dataset again")
     return manifest
 
 

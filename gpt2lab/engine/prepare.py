@@ -99,6 +99,8 @@ def local_files(source: str) -> list[Path]:
     unreadable = [p for p in files if not os.access(p, os.R_OK)]
     if unreadable:
         raise UserError(f"--source {source}: no permission to read {unreadable[0]}")
+    if all(p.stat().st_size == 0 for p in files):  # nothing to tokenize: a dataset of one end-of-text token
+        raise UserError(f"--source {source}: {'the file is' if len(files) == 1 else 'every file is'} empty (0 bytes)")
     return files
 
 

@@ -69,10 +69,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: cpu)")
 
 
+MAX_TOKENS = 10_000  # new tokens per sample: beyond a 1,024-token context a GPT-2 slides; past this, a typo
+
+
 def run(args: argparse.Namespace) -> int:
     for flag, value, least in (("--tokens", args.tokens, 1), ("--top-k", args.top_k, 1), ("--num-samples", args.num_samples, 1)):
         if value < least:
             raise UserError(f"{flag} must be >= {least}, got {value}")
+    if args.tokens > MAX_TOKENS:
+        raise UserError(f"--tokens must be <= {MAX_TOKENS:,}, got {args.tokens:,}")
+    if any("\udc80" <= c <= "\udcff" for c in args.prompt):  # bytes the shell passed that are not UTF-8
+        raise UserError("--prompt is not valid UTF-8 text; pass the prompt in UTF-8")
     if not args.temperature >= 0 or args.temperature == float("inf"):
         raise UserError(f"--temperature must be a finite number >= 0, got {args.temperature}")
     from gpt2lab.base import dist
