@@ -284,7 +284,7 @@ def test_a_run_saves_its_recipe_refuses_another_on_resume_and_loads_for_sampling
 
     from gpt2lab.cli.main import main
     from gpt2lab.run import checkpoint
-    from gpt2lab.run.sample import load_checkpoint_model, sample
+    from gpt2lab.run.sample import sample
 
     out = tmp_path / "run"
     assert main(run_args(shakespeare, out, "--recipe", "relu2,rope,muon", "--stop-after", "2")) == 0
@@ -303,7 +303,7 @@ def test_a_run_saves_its_recipe_refuses_another_on_resume_and_loads_for_sampling
     # the same recipe spelled in another order is the same recipe; a plain --resume keeps it
     assert main(["train", "--out-dir", str(out), "--resume", "--no-progress", "--recipe", "muon, rope,relu2"]) == 0
     assert checkpoint.peek(checkpoint.latest(out))["step"] == 4
-    m = load_checkpoint_model(out)
+    m = checkpoint.load_model(out)
     assert m.config.rope and "wpe" not in m.transformer
     assert sample(m, "ROMEO:", tokens=3, seed=0)[0].startswith("ROMEO:")
     assert checkpoint.load_model(out).config.mlp_act == "relu2"  # what `hellaswag --checkpoint` loads
