@@ -169,3 +169,25 @@ def test_the_fallback_skips_a_checkpoint_whose_hash_does_not_match(tmp_path, cap
     poison_first_tensor(tmp_path / "step_000002.pt")
     (tmp_path / "latest").unlink()
     assert checkpoint.latest(tmp_path) == tmp_path / "step_000001.pt"
+
+
+def test_a_truncated_newest_checkpoint_names_the_intact_older_one(tmp_path, capsys):
+    for step in (1, 2, 3):
+        checkpoint.save(state(step), tmp_path)
+    newest = tmp_path / "step_000003.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # cut short by a copy, a bad disk
+    with pytest.raises(UserError, match=r"step_000003.pt is damaged: .*; step_000002.pt before it is intact: move "
+                                        r"step_000003.pt out of the folder and the run resumes from that one$"):
+        checkpoint.load(tmp_path)
+    (tmp_path / "step_000003.pt.sha256").unlink()  # without its hash: the zip itself is unreadable
+    with pytest.raises(UserError, match=r"not a readable gpt2lab checkpoint .*; step_000002.pt before it is intact"):
+        checkpoint.load(tmp_path)
+    newest.rename(tmp_path.parent / "moved.pt")  # as the message says: the pointer's file is gone, 2 is used
+    assert checkpoint.load(tmp_path)["step"] == 2
+    assert "using step_000002.pt, the newest complete checkpoint" in capsys.readouterr().err
+    (tmp_path / "step_000002.pt").write_bytes(b"")
+    (tmp_path / "step_000001.pt").write_bytes(b"")
+    checkpoint.save(state(4), tmp_path)
+    (tmp_path / "step_000004.pt").write_bytes(b"x")
+    with pytest.raises(UserError, match=r"step_000004.pt is damaged: .*; no intact checkpoint is older$"):
+        checkpoint.load(tmp_path)

@@ -175,11 +175,25 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
         raise UserError(f"no checkpoint at {path}")
     problem = integrity_problem(path)
     if problem:
-        raise UserError(f"{path} is damaged: {problem}; use an earlier checkpoint")
+        raise UserError(f"{path} is damaged: {problem}{older_intact(path)}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a truncated or foreign file: say which one, not a pickle traceback
-        raise UserError(f"{path} is not a readable gpt2lab checkpoint ({unreadable_reason(path, e)})") from None
+        raise UserError(f"{path} is not a readable gpt2lab checkpoint ({unreadable_reason(path, e)})"
+                        f"{older_intact(path)}") from None
+
+
+def older_intact(path: Path) -> str:
+    """For the message about a damaged step checkpoint: the newest whole one before it, and how to use it."""
+    match = _STEP_FILE.fullmatch(path.name)
+    if not match:
+        return ""
+    step = int(match.group(1))
+    for older in reversed([s for s in saved_steps(path.parent) if s < step]):
+        if complete(step_path(path.parent, older)):
+            return (f"; {step_path(path.parent, older).name} before it is intact: move {path.name} out of the "
+                    "folder and the run resumes from that one")
+    return "; no intact checkpoint is older"
 
 
 def unreadable_reason(path: Path | None, error: Exception) -> str:
@@ -201,7 +215,8 @@ def peek(path: str | os.PathLike) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:
-        raise UserError(f"{path} is not a readable gpt2lab checkpoint ({unreadable_reason(path, e)})") from None
+        raise UserError(f"{path} is not a readable gpt2lab checkpoint ({unreadable_reason(path, e)})"
+                        f"{older_intact(path)}") from None
     return {k: v for k, v in state.items() if k in ("step", "train_config", "model_config", "preset")}
 
 
