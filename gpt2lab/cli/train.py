@@ -26,7 +26,7 @@ from gpt2lab.engine.data import MANIFEST
 from gpt2lab.engine.recipes import IDEAS
 from gpt2lab.run import checkpoint
 from gpt2lab.run.config import PRESETS, TrainConfig, choices, field_help, field_types, get_preset
-from gpt2lab.run.folder import locked, refuse_existing_run
+from gpt2lab.run.folder import locked, read_info, refuse_existing_run
 from gpt2lab.run.train import DEFAULT_PRESET, plan, run_plan
 
 
@@ -116,14 +116,19 @@ def check_inputs(cfg: TrainConfig, args: argparse.Namespace, out: Path) -> None:
                             "--hellaswag-every 0 trains without it") from None
 
 
-def _checkpoint_to_resume(out: Path) -> Path:
-    """The newest checkpoint in `out`, checked to be a torch.save file (cheap; the full load comes later)."""
+def _checkpoint_to_resume(out: Path) -> Path | None:
+    """The newest checkpoint in `out`, checked to be a torch.save file (cheap; the full load comes later), or None
+    for a run that stopped before its first checkpoint (it starts again from its run.json)."""
     found = checkpoint.latest(out) if out.is_dir() else None
     if found is None:
+        info = read_info(out)
+        if info is not None and isinstance(info.get("config"), dict):
+            return None
         raise UserError(f"--resume: --out-dir {out} holds no checkpoint to continue; start a new run there "
                         "without --resume")
     if not zipfile.is_zipfile(found):
-        raise UserError(f"--resume: {found} is not a checkpoint (not a file written by torch.save)")
+        raise UserError(f"--resume: {found} is not a checkpoint (not a file written by torch.save)"
+                        f"{checkpoint.older_intact(found)}")
     return found
 
 

@@ -30,11 +30,12 @@ class RunFolder:
     def __init__(self, path: str | os.PathLike, info: dist.DistInfo, echo: bool = True):
         self.path, self.info, self.echo = Path(path), info, echo and info.is_master
 
-    def start_new(self) -> None:
-        """Create the folder for a new run: refused where another run left checkpoints or logged steps."""
+    def start_new(self, replace_log: bool = False) -> None:
+        """Create the folder for a new run: refused where another run left checkpoints or logged steps (unless
+        `replace_log`: the same run started again after it stopped before its first checkpoint)."""
         if self.info.is_master:
             self.path.mkdir(parents=True, exist_ok=True)
-            refuse_existing_run(self.path, str(self.path))
+            refuse_existing_run(self.path, str(self.path), log_too=not replace_log)
             (self.path / LOG).write_text("")
 
     def keep_log_before(self, step: int) -> None:
@@ -90,15 +91,24 @@ def locked(out_dir, create: bool = True):
         yield
 
 
-def refuse_existing_run(out: Path, name: str) -> None:
+def refuse_existing_run(out: Path, name: str, log_too: bool = True) -> None:
     """A new run starts only in a folder with no checkpoint and no logged step of an earlier run."""
     if checkpoint.saved_steps(out) or (out / checkpoint.POINTER).exists() or (out / checkpoint.LEGACY).exists():
         held = "checkpoints"
-    elif (out / LOG).is_file() and (out / LOG).stat().st_size > 0:
+    elif log_too and (out / LOG).is_file() and (out / LOG).stat().st_size > 0:
         held = f"the {LOG} of a run that wrote no checkpoint yet"
     else:
         return
     raise UserError(f"{name} already holds a run ({held}); pass --resume to continue it, or pick another --out-dir")
+
+
+def read_info(out_dir) -> dict | None:
+    """A run's run.json (its settings as started), or None where there is none or it cannot be read."""
+    try:
+        info = json.loads((Path(out_dir) / RUN_INFO).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
 
 
 def read_log(out_dir, kind: str = "train") -> list[dict]:

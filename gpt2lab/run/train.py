@@ -10,6 +10,7 @@ folder's lock. The command line itself is gpt2lab.cli.train.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from gpt2lab.engine.knobs import Knobs, build, get_rung, keep_freed_memory, reso
 from gpt2lab.engine.model import GPTConfig, get_config
 from gpt2lab.run import checkpoint
 from gpt2lab.run.config import TrainConfig, resume_config, saved_config
-from gpt2lab.run.folder import LOG, RunFolder, locked, read_log  # noqa: F401  (the chapters read logs from here)
+from gpt2lab.run.folder import LOG, RunFolder, locked, read_info, read_log  # noqa: F401  (the chapters read logs from here)
 from gpt2lab.run.loop import Trainer, prepare_determinism
 
 DEFAULT_PRESET = "gpt2-124m-fineweb10b"
@@ -36,6 +37,7 @@ class RunPlan:
     cfg: TrainConfig
     preset: str | None
     resume_from: Path | None = None
+    restart: bool = False  # a --resume with no checkpoint yet: step 0 again, replacing the earlier log
 
 
 def plan(out: str | os.PathLike, cfg: TrainConfig | None = None, resume: bool = False, preset: str | None = None,
@@ -48,7 +50,7 @@ def plan(out: str | os.PathLike, cfg: TrainConfig | None = None, resume: bool = 
         return RunPlan(out, cfg, preset)
     found = checkpoint.latest(out) if out.is_dir() else None
     if found is None:
-        raise UserError(f"no checkpoint in {out} to resume; start a new run there without --resume")
+        return restart_plan(out, preset, overrides if overrides is not None else (asdict(cfg) if cfg else {}))
     saved = checkpoint.peek(found)
     was = saved.get("preset")
     if preset is not None and was is not None and preset != was:
@@ -58,6 +60,23 @@ def plan(out: str | os.PathLike, cfg: TrainConfig | None = None, resume: bool = 
     cfg = resume_config(saved_config(saved["train_config"]), changes)
     cfg.validate()
     return RunPlan(out, cfg, was if was is not None else preset, found)
+
+
+def restart_plan(out: Path, preset: str | None, changes: dict) -> RunPlan:
+    """--resume of a run stopped before its first checkpoint (kill -9, a power cut): nothing to continue, so it
+    starts again from step 0 with the settings its run.json recorded, in place of its log."""
+    info = read_info(out)
+    if info is None or not isinstance(info.get("config"), dict):
+        raise UserError(f"no checkpoint in {out} to resume; start a new run there without --resume")
+    was = info.get("preset")
+    if preset is not None and was is not None and preset != was:
+        raise UserError(f"--preset {preset} does not match the run being resumed, which was started with "
+                        f"--preset {was}; drop --preset (a resume keeps the run's settings)")
+    cfg = resume_config(saved_config(info["config"]), changes)
+    cfg.validate()
+    print(f"gpt2lab: {out} holds no checkpoint yet (the run stopped before its first one); it starts again from "
+          "step 0 with the settings in its run.json", file=sys.stderr, flush=True)
+    return RunPlan(out, cfg, was if was is not None else preset, restart=True)
 
 
 def run_knobs(cfg: TrainConfig, device: torch.device) -> Knobs:
@@ -118,7 +137,7 @@ def start(p: RunPlan, progress: bool = True, echo: bool = True) -> Trainer:
     if p.resume_from is not None:
         trainer.restore(checkpoint.load(p.resume_from))
     else:
-        folder.start_new()
+        folder.start_new(replace_log=p.restart)
     run_info = {"preset": p.preset, "config": asdict(cfg), "knobs": asdict(knobs), "world_size": info.world_size,
                 "grad_accum": trainer.grad_accum, "device": str(info.device), "params": built.raw.num_params(),
                 "decay": str(built.decay_report)}
