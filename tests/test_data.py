@@ -74,6 +74,70 @@ def test_prepare_resumes_after_interruption(jsonl, tmp_path):
     np.testing.assert_array_equal(read_all(out, resumed), reference_stream(DOCS))
 
 
+def interrupted_copy(full_dir, out, listed, complete=False):
+    """`out` as an interrupted prepare might leave it: every shard file of the full run there, the manifest
+    listing only the first `listed` of them."""
+    import shutil
+
+    shutil.copytree(full_dir, out)
+    whole = data.read_manifest(full_dir)
+    data.write_manifest(out, {**whole, "complete": complete, "shards": whole["shards"][:listed]})
+    return whole
+
+
+def dead_pid():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+@pytest.mark.parametrize("state", ["more shards than listed", "a listed shard missing", "a listed shard cut short",
+                                   "a finished dataset missing a shard", "killed in the first shard's write"])
+def test_prepare_resumes_from_any_state_an_interruption_leaves(jsonl, tmp_path, capsys, state):
+    from gpt2lab.engine.prepare import add_arguments, check_inputs
+    import argparse
+
+    full = prepare(str(jsonl), tmp_path / "full", shard_size=700, workers=1, progress=False)
+    out = tmp_path / "out"
+    files = [out / e["file"] for e in full["shards"]]
+    if state == "more shards than listed":  # killed after a shard's rename, before the manifest's
+        interrupted_copy(tmp_path / "full", out, 3)
+    elif state == "a listed shard missing":  # before: the shards after it were kept, shard 1 written twice
+        interrupted_copy(tmp_path / "full", out, 5)
+        files[1].unlink()
+    elif state == "a listed shard cut short":
+        interrupted_copy(tmp_path / "full", out, 5)
+        files[2].write_bytes(files[2].read_bytes()[:100])
+    elif state == "a finished dataset missing a shard":  # before: returned as complete
+        interrupted_copy(tmp_path / "full", out, len(files), complete=True)
+        files[-2].unlink()
+    else:  # no manifest yet, only the temporary file of shard 0 (before: the folder was refused)
+        out.mkdir()
+        (out / f".shard_000000.bin.{dead_pid()}.0123abcd.tmp").write_bytes(b"\x00" * 300)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    check_inputs(parser.parse_args(["--source", str(jsonl), "--out", str(out)]))  # the documented resume is allowed
+    assert prepare(str(jsonl), out, shard_size=700, workers=1, progress=False) == full
+    assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.json", *(f.name for f in files)])
+    np.testing.assert_array_equal(read_all(out, full), reference_stream(DOCS))
+    err = capsys.readouterr().err
+    if state in ("a listed shard missing", "a listed shard cut short", "a finished dataset missing a shard"):
+        assert err.count("\n") == 1 and "are written again" in err
+
+
+def test_a_live_writers_temporary_file_is_left_alone(tmp_path):
+    from gpt2lab.base.atomic import abandoned_temporaries, temporary_name
+
+    live = temporary_name(tmp_path / "shard_000000.bin")
+    live.write_bytes(b"")
+    dead = tmp_path / f".shard_000001.bin.{dead_pid()}.0123abcd.tmp"
+    dead.write_bytes(b"")
+    (tmp_path / ".notes.tmp").write_bytes(b"")  # not a name atomic_write makes
+    assert abandoned_temporaries(tmp_path) == [dead]
+
+
 def test_prepare_max_tokens_and_settings_mismatch(jsonl, tmp_path):
     m = prepare(str(jsonl), tmp_path, shard_size=1000, max_tokens=2500, workers=1, progress=False)
     assert [e["tokens"] for e in m["shards"]] == [1000, 1000, 500]

@@ -9,6 +9,7 @@ a checksum that does not match), the temporary file is removed and the destinati
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,32 @@ from typing import IO, Iterator
 def temporary_name(path: Path) -> Path:
     """A hidden name beside `path`, unique per write, so two writers (or a crashed one) never collide."""
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp")
+
+
+def abandoned_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """The temporary files in `folder` that a write killed mid-way left (kill -9 skips the cleanup): those whose
+    writing process no longer exists. A live writer's file is never listed."""
+    found = []
+    for path in sorted(Path(folder).glob(".*.tmp")):
+        match = _TEMPORARY.fullmatch(path.name)
+        if match and not _alive(int(match["pid"])):
+            found.append(path)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to someone else
+        return True
+    return True
 
 
 @contextmanager

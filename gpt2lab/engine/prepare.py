@@ -13,12 +13,14 @@ import argparse
 import itertools
 import multiprocessing as mp
 import os
+import sys
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from gpt2lab.engine import data
+from gpt2lab.base.atomic import abandoned_temporaries
 from gpt2lab.base.checks import output_folder
 from gpt2lab.base.hub import hub_unreachable
 from gpt2lab.engine.corpus import CORPORA, corpus_path
@@ -147,7 +149,8 @@ def _worker_pool(workers: int):
 def prepare(source: str, out_dir: str | os.PathLike, name: str | None = None, split: str = "train",
             shard_size: int = DEFAULT_SHARD_SIZE, max_tokens: int | None = None, workers: int | None = None,
             text_field: str = "text", progress: bool = True) -> dict:
-    """Write shards of `shard_size` tokens (shard 0 = validation) into out_dir; returns the manifest."""
+    """Write shards of `shard_size` tokens (shard 0 = validation) into out_dir; returns the manifest.
+    An earlier, interrupted prepare into out_dir with the same settings is resumed (see resume_point)."""
     if shard_size < 2:
         raise UserError(f"--shard-size must be at least 2 tokens, got {shard_size}")
     if max_tokens is not None and max_tokens < 1:
@@ -155,65 +158,25 @@ def prepare(source: str, out_dir: str | os.PathLike, name: str | None = None, sp
     out = Path(out_dir)  # created with the first shard: a run that fails before it leaves no empty folder
     params = {"source": str(source), "name": name, "split": split, "text_field": text_field,
               "shard_size": shard_size, "max_tokens": max_tokens}
-    manifest = {"format": data.FORMAT, "dtype": "uint16", "eot": EOT_ID, "params": params, "shards": [], "complete": False}
-    if (out / data.MANIFEST).exists():
-        old = data.read_manifest(out)
-        if old["params"] != params:
-            raise UserError(f"{out} holds shards prepared with other settings {old['params']}; use another --out")
-        if old["complete"]:
-            return old
-        manifest["shards"] = [e for e in old["shards"] if (out / e["file"]).is_file()]
-        for entry in manifest["shards"]:  # a shard from an interrupted run is trusted only if it checks out
-            data.open_shard(out, entry, verify=True)
+    manifest = resume_point(out, params)
+    if manifest["complete"]:
+        return manifest
     done = manifest["shards"]
-    docs_done = done[-1]["docs_done"] if done else 0
-    carry = done[-1]["carry"] if done else 0  # tokens of document `docs_done` already in the last shard
     written = sum(e["tokens"] for e in done)
-    budget = max_tokens - written if max_tokens is not None else None
 
-    tasks = iter_document_batches(source, name, split, text_field, skip=docs_done)
+    tasks = iter_document_batches(source, name, split, text_field, skip=done[-1]["docs_done"] if done else 0)
     first = next(tasks, None)  # read and check the first documents before a progress bar or workers start
     tasks = itertools.chain([first] if first is not None else [], tasks)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=max_tokens, initial=written, unit="tok", unit_scale=True, disable=not progress,
                desc=f"prepare {Path(str(source)).name}")
-    buf = np.empty(shard_size, dtype=np.uint16)
-    fill = 0
     workers = workers or min(os.cpu_count() or 1, 16)
     pool = _worker_pool(workers) if workers > 1 else None
     try:
         results = pool.imap(encode_documents, tasks) if pool else map(encode_documents, tasks)
-        for tokens, lengths in results:
-            stripped = carry  # the first document's head already sits in the previous shard
-            if carry:
-                tokens, lengths = tokens[carry:], lengths.copy()
-                lengths[0] -= carry
-            ends = np.cumsum(lengths)  # end offset of each document inside `tokens`
-            offset = 0
-            while offset < tokens.size and budget != 0:
-                take = min(shard_size - fill, tokens.size - offset, budget if budget is not None else tokens.size)
-                buf[fill : fill + take] = tokens[offset : offset + take]
-                fill, offset = fill + take, offset + take
-                if budget is not None:
-                    budget -= take
-                bar.update(take)
-                if fill == shard_size:
-                    out.mkdir(parents=True, exist_ok=True)
-                    full_docs = int(np.searchsorted(ends, offset, side="right"))
-                    entry = data.write_shard(out, len(done), buf)
-                    entry["docs_done"] = docs_done + full_docs
-                    entry["carry"] = offset - int(ends[full_docs - 1]) if full_docs else offset + stripped
-                    done.append(entry)
-                    data.write_manifest(out, manifest)
-                    fill = 0
-            docs_done += lengths.size
-            carry = 0
-            if budget == 0:
-                break
-        if fill:
-            out.mkdir(parents=True, exist_ok=True)
-            done.append({**data.write_shard(out, len(done), buf[:fill]), "docs_done": docs_done, "carry": 0})
+        budget = max_tokens - written if max_tokens is not None else None
+        write_shards(out, manifest, results, shard_size, budget, bar.update)
     finally:
         if pool:
             pool.terminate()
@@ -223,6 +186,73 @@ def prepare(source: str, out_dir: str | os.PathLike, name: str | None = None, sp
     manifest["complete"] = True
     data.write_manifest(out, manifest)
     return manifest
+
+
+def resume_point(out: Path, params: dict) -> dict:
+    """The manifest to continue from: a new one, an earlier prepare's finished one (returned as it is when every
+    shard it lists is there at its size), or an unfinished one cut to the longest run of its shards, from shard 0,
+    that are present and whole (sha256 checked). Shards after the first missing or damaged one are written again,
+    and temporary files a kill -9 left are removed, so any state an interrupted prepare can leave resumes to the
+    same shards as one uninterrupted run."""
+    for leftover in abandoned_temporaries(out) if out.is_dir() else []:
+        leftover.unlink(missing_ok=True)
+    new = {"format": data.FORMAT, "dtype": "uint16", "eot": EOT_ID, "params": params, "shards": [], "complete": False}
+    if not (out / data.MANIFEST).exists():
+        return new
+    old = data.read_manifest(out)
+    if old.get("params") != params:
+        raise UserError(f"{out} holds shards prepared with other settings {old.get('params')}; use another --out")
+    if old.get("complete") and not any(data.shard_problem(out, e) for e in old["shards"]):
+        return old
+    for i, entry in enumerate(old["shards"]):
+        problem = data.shard_problem(out, entry, sha256=True)
+        if problem:
+            print(f"gpt2lab prepare: {problem}; it and the {len(old['shards']) - i - 1} listed after it are "
+                  "written again", file=sys.stderr, flush=True)
+            break
+        new["shards"].append(entry)
+    return new
+
+
+def write_shards(out: Path, manifest: dict, results, shard_size: int, budget: int | None, advance) -> None:
+    """Pack the tokenized batches (`results`: (tokens, document lengths) pairs, from the first document after
+    the manifest's last shard) into shards, each written with the manifest as soon as it is full, then the
+    partial last one. Each entry records where the stream stands, so a resume skips exactly what it holds."""
+    done = manifest["shards"]
+    docs_done = done[-1]["docs_done"] if done else 0
+    carry = done[-1]["carry"] if done else 0  # tokens of document `docs_done` already in the last shard
+    buf = np.empty(shard_size, dtype=np.uint16)
+    fill = 0
+    for tokens, lengths in results:
+        stripped = carry  # the first document's head already sits in the previous shard
+        if carry:
+            tokens, lengths = tokens[carry:], lengths.copy()
+            lengths[0] -= carry
+        ends = np.cumsum(lengths)  # end offset of each document inside `tokens`
+        offset = 0
+        while offset < tokens.size and budget != 0:
+            take = min(shard_size - fill, tokens.size - offset, budget if budget is not None else tokens.size)
+            buf[fill : fill + take] = tokens[offset : offset + take]
+            fill, offset = fill + take, offset + take
+            if budget is not None:
+                budget -= take
+            advance(take)
+            if fill == shard_size:
+                out.mkdir(parents=True, exist_ok=True)
+                full_docs = int(np.searchsorted(ends, offset, side="right"))
+                entry = data.write_shard(out, len(done), buf)
+                entry["docs_done"] = docs_done + full_docs
+                entry["carry"] = offset - int(ends[full_docs - 1]) if full_docs else offset + stripped
+                done.append(entry)
+                data.write_manifest(out, manifest)
+                fill = 0
+        docs_done += lengths.size
+        carry = 0
+        if budget == 0:
+            break
+    if fill:
+        out.mkdir(parents=True, exist_ok=True)
+        done.append({**data.write_shard(out, len(done), buf[:fill]), "docs_done": docs_done, "carry": 0})
 
 
 def corpus_shards(name: str, shard_size: int) -> Path:
@@ -260,7 +290,8 @@ def check_inputs(args: argparse.Namespace) -> None:
         if value is not None and value < least:
             raise UserError(f"{option} must be at least {least}, got {value}")
     out = output_folder(args.out, "--out")
-    if out.is_dir() and any(out.iterdir()) and not (out / data.MANIFEST).is_file():
+    left = set(abandoned_temporaries(out)) if out.is_dir() else set()  # a kill -9 in the first shard's write
+    if out.is_dir() and any(p not in left for p in out.iterdir()) and not (out / data.MANIFEST).is_file():
         raise UserError(f"--out {out}: the folder holds other files and no {data.MANIFEST}; give a new or empty "
                         "folder (shards would be mixed with, or overwrite, what is there)")
     if not local_files(args.source) and args.source not in CORPORA:
