@@ -180,6 +180,11 @@ CASES = [
     case("sample", "--checkpoint", "latest.pt", "--prompt", "caf\udce9", expect=("--prompt", "UTF-8"),
          id="sample --prompt not UTF-8"),
     case("bench", "--json", "rows.jsonl", expect=("--json rows.jsonl", "not a ladder results file", "line 1")),
+    # a place the permission bits allow (to root) that still cannot be written: found before any work
+    case(*CKPT, "--json", "/proc/x.json", expect=("--json /proc/x.json",), id="hellaswag --json in /proc"),
+    case("bench", "--json", "/proc/x.jsonl", expect=("--json /proc/x.jsonl",), id="bench --json in /proc"),
+    case(*SHAKESPEARE, "--out", "/proc/shards", expect=("--out /proc/shards",), id="prepare --out in /proc"),
+    case(*SMOKE, "--out-dir", "/proc/run", expect=("--out-dir /proc/run",), id="train --out-dir in /proc"),
     # verify
     case("verify", "nowhere", expect=("nowhere",)),
     case("verify", "empty_dir", expect=("empty_dir",)),

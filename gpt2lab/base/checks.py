@@ -31,6 +31,18 @@ def _writable_place(path: Path, option: str) -> None:
         raise UserError(f"{option} {path}: {base} is a file, not a folder")
     if not os.access(base, os.W_OK | os.X_OK):
         raise UserError(f"{option} {path}: no permission to write in {base}")
+    _try_writing_in(base, path, option)
+
+
+def _try_writing_in(folder: Path, path: Path, option: str) -> None:
+    """Create and drop a file in `folder`: permissions alone do not tell (root may write anywhere by them, yet
+    not in /proc, a read-only mount or a full disk's inode table), and finding out at the end loses the work."""
+    import tempfile
+
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise UserError(f"{option} {path}: cannot write in {folder} ({e.strerror or e})") from None
 
 
 def output_folder(path: str | os.PathLike, option: str) -> Path:
@@ -41,6 +53,7 @@ def output_folder(path: str | os.PathLike, option: str) -> Path:
             raise UserError(f"{option} {path}: is a file, not a folder")
         if not os.access(path, os.W_OK | os.X_OK):
             raise UserError(f"{option} {path}: no permission to write in this folder")
+        _try_writing_in(path, path, option)
     else:
         _writable_place(path, option)
     return path
