@@ -54,6 +54,13 @@ def test_validate_names_the_flag_and_the_value(field, value, problem):
     assert str(e.value).startswith(f"{flag(field)} {problem}") and str(e.value).endswith(f"got {value!r}")
 
 
+def test_a_resume_names_the_flag_as_typed():
+    from gpt2lab.run.config import resume_config
+
+    with pytest.raises(UserError, match=r"^--stop-after must be positive, got 0$"):
+        resume_config(get_preset("smoke"), {"stop_after": 0})
+
+
 def test_seq_len_is_checked_against_the_model_s_block_size():
     cfg = dataclasses.replace(get_preset("smoke"), seq_len=129)  # cpu-tiny has 128 positions
     with pytest.raises(UserError, match=r"--seq-len must be at most the block size of --model cpu-tiny \(128\), got 129"):

@@ -73,9 +73,10 @@ class TrainConfig:
         """The GPTConfig fields this run sets on its model preset: dropout, and the recipe's."""
         return {"dropout": self.dropout, **get_recipe(self.recipe).model}
 
-    def validate(self, name: Callable[[str], str] = str) -> None:
-        """UserError with one line for the first bad setting. `name` spells a field in the message: the
-        command line passes one that turns `max_steps` into `--max-steps`."""
+    def validate(self, name: Callable[[str], str] = flag) -> None:
+        """UserError with one line for the first bad setting. `name` spells a field in the message: by default
+        as the flag a user types (`max_steps` as `--max-steps`), whether it came from the command line, a
+        resume or Python."""
 
         def bad(field: str, problem: str):
             raise UserError(f"{name(field)} {problem}, got {getattr(self, field)!r}")
@@ -114,7 +115,7 @@ class TrainConfig:
         if self.sample_every and not self.sample_prompt:
             bad("sample_prompt", f"must not be empty while samples are on ({name('sample_every')} 0 turns them off)")
 
-    def grad_accum(self, world_size: int, name: Callable[[str], str] = str) -> int:
+    def grad_accum(self, world_size: int, name: Callable[[str], str] = flag) -> int:
         per_step = self.batch_size * self.seq_len * world_size
         if self.total_batch % per_step:
             raise UserError(
