@@ -137,3 +137,66 @@ def test_chunk_rows():
     assert chunk_rows(5, 8, 4096, min_rows=1) == 1  # never an empty chunk
     with pytest.raises(ValueError, match="variant"):
         chunked_cross_entropy(torch.randn(2, 4), torch.randn(8, 4), torch.zeros(2, dtype=torch.long), variant="x")
+
+
+def capped_reference(logits, targets, cap):
+    """The soft cap written as the recipe's source states it, then PyTorch's own cross-entropy."""
+    capped = cap * torch.tanh(logits / cap)
+    return F.cross_entropy(capped.reshape(-1, capped.size(-1)), targets.reshape(-1)), capped
+
+
+@pytest.mark.parametrize("cap", [30.0, 2.0, 1e4])  # 1e4: far beyond exp's range if the softmax were not shifted
+def test_capped_cross_entropy_equals_cap_then_cross_entropy(cap):
+    from gpt2lab.engine.losses import capped_cross_entropy
+
+    torch.manual_seed(0)
+    z = (torch.randn(2, 7, 301, dtype=torch.float64) * 20).requires_grad_()
+    t = torch.randint(0, 301, (2, 7))
+    (want, want_capped), (got, got_capped) = capped_reference(z, t, cap), capped_cross_entropy(z, t, cap)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_capped, want_capped, rtol=1e-12, atol=1e-12)
+    assert not got_capped.requires_grad  # the loss carries the gradient, not the logits beside it
+    (g_want,) = torch.autograd.grad(want * 3.0, z)
+    (g_got,) = torch.autograd.grad(got * 3.0, z)  # a scaled loss: the incoming gradient is applied
+    torch.testing.assert_close(g_got, g_want, rtol=1e-10, atol=1e-14)
+    assert g_want.abs().max() > 1e-4
+
+
+def test_capped_cross_entropy_under_bf16_autocast_and_without_grad():
+    from gpt2lab.engine.losses import capped_cross_entropy
+
+    torch.manual_seed(0)
+    h = torch.randn(64, 32, requires_grad=True)
+    w = (torch.randn(512, 32) * 2).requires_grad_()
+    t = torch.randint(0, 512, (64,))
+    with torch.autocast("cpu", torch.bfloat16):
+        z = h @ w.t()
+        want, _ = capped_reference(z, t, 30.0)  # the three operations run in bf16 here, the cross-entropy in fp32
+        got, capped = capped_cross_entropy(z, t, 30.0)
+    assert got.dtype == torch.float32 and capped.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want, rtol=2e-3, atol=2e-3)
+    exact, _ = capped_reference(z.detach().double(), t, 30.0)  # the same bf16 logits, capped in float64
+    assert abs(got.item() - exact.item()) <= abs(want.item() - exact.item())  # the cap in fp32: closer, not further
+    (gw_want,) = torch.autograd.grad(want, w, retain_graph=True)  # z is shared
+    (gw_got,) = torch.autograd.grad(got, w)
+    torch.testing.assert_close(gw_got, gw_want, rtol=0.05, atol=5e-4)
+    with torch.no_grad():
+        loss, _ = capped_cross_entropy(z.detach(), t, 30.0)
+    torch.testing.assert_close(loss, got.detach())
+
+
+def test_a_capped_gpt_trains_through_the_fused_cap_like_the_written_one():
+    cfg = get_config("test", logit_softcap=5.0)
+    torch.manual_seed(0)
+    model = GPT(cfg).double()
+    x = torch.randint(0, cfg.vocab_size, (2, 16))
+    y = torch.randint(0, cfg.vocab_size, (2, 16))
+    logits, loss = model(x, y)
+    want, capped = capped_reference(F.linear(model.features(x), model.lm_head.weight), y, 5.0)
+    torch.testing.assert_close(loss, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(logits, capped, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(model(x)[0], capped, rtol=1e-12, atol=1e-12)  # sampling's path: the head caps
+    got = torch.autograd.grad(loss, list(model.parameters()))
+    wanted = torch.autograd.grad(want, list(model.parameters()))
+    for a, b in zip(got, wanted):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-13)

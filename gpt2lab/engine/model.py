@@ -212,7 +212,11 @@ class CappedHead(nn.Linear):
         self.cap = cap
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cap * torch.tanh(super().forward(x) / self.cap)
+        return self.cap * torch.tanh(self.uncapped(x) / self.cap)
+
+    def uncapped(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's logits before the cap (GPT.forward caps them inside the loss)."""
+        return super().forward(x)
 
 
 class GPT(nn.Module):
@@ -300,7 +304,8 @@ class GPT(nn.Module):
 
         With a fused loss (config.loss "chunked" or "liger") and targets, the logits are never formed whole and
         None is returned in their place; without targets (sampling, HellaSwag) every path returns the logits.
-        The fused losses have no soft cap: a model with logit_softcap computes its loss the plain way."""
+        A model with logit_softcap computes its loss with losses.capped_cross_entropy (the cap and the loss in one
+        function) whatever config.loss says, and the logits it returns beside a loss carry no gradient."""
         x = self.features(idx)
         loss_impl = "full" if self.config.logit_softcap else self.config.loss
         if targets is None:
@@ -315,6 +320,11 @@ class GPT(nn.Module):
             from gpt2lab.engine.losses import liger_cross_entropy
 
             return None, liger_cross_entropy()(self.lm_head.weight, x.reshape(-1, x.size(-1)), targets.reshape(-1))
+        if self.config.logit_softcap:  # the cap and the loss as one function: far fewer passes over the logits
+            from gpt2lab.engine.losses import capped_cross_entropy
+
+            loss, logits = capped_cross_entropy(self.lm_head.uncapped(x), targets, self.config.logit_softcap)
+            return logits, loss
         logits = self.lm_head(x)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
