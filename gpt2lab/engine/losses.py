@@ -18,6 +18,9 @@ Two variants, chosen by measuring peak memory and time (notebook 14 and tests/te
 - "forward": gradients in the forward pass (as above): 3 head matmuls per chunk, like the unfused path.
 - "recompute": the forward pass keeps only each row's log-sum-exp; backward recomputes the chunk logits.
   4 head matmuls per chunk: slower, and no smaller, since both hold a (rows x C) and a (V x C) tensor in between.
+
+The soft-capped cross-entropy of the `softcap` idea (gpt2lab.engine.recipes) lives here too: the same idea of a loss
+that computes its gradient as it goes, applied to the cap's extra arithmetic rather than to the head's memory.
 """
 
 from __future__ import annotations
@@ -174,50 +177,60 @@ def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: t
     return ChunkedLinearCrossEntropy.apply(hidden, weight, targets, rows, variant, with_grad, compiled)
 
 
-class CappedCrossEntropy(torch.autograd.Function):
-    """mean(cross_entropy(cap * tanh(logits / cap), targets)) and its gradient, in a few in-place passes.
+# Rows of logits per block in CappedCrossEntropy. On a CPU a block's float32 logits (32 x 50,304 x 4 B = 6.4 MB) stay
+# in cache through the dozen operations applied to them, instead of each one streaming the whole matrix through
+# memory; on a GPU each operation is a kernel launch, so blocks are large (and still bound the float32 copy).
+CAP_BLOCK_ROWS = {"cpu": 32}
+CAP_BLOCK_ROWS_OTHER = 4096
 
-    Written as three operations and a cross-entropy, the soft cap costs about seven extra passes over the
-    (rows x vocab) logits, forward and backward, each allocating a tensor as big as the logits: on a CPU, where
-    a small model's step is mostly its head, that made the capped step about 1.6x slower. Here the cap, the
-    softmax and the gradient share two float32 buffers, and the gradient is computed in the forward pass, as
-    `fused_ce` does: d loss / d logits = (softmax(y) - one_hot) / rows * (1 - tanh(logits / cap)^2)."""
+
+class CappedCrossEntropy(torch.autograd.Function):
+    """mean(cross_entropy(cap * tanh(logits / cap), targets)) and its gradient, computed block by block of rows.
+
+    Written as three operations and a cross-entropy, the soft cap adds about seven passes over the whole
+    (rows x vocab) matrix of logits, forward and backward, each allocating a tensor as big as the logits: on a CPU,
+    where a small model's step is mostly its head, that made the capped step about 1.4-1.6x slower. Here each block
+    of rows is capped, softmaxed and differentiated while it is in cache, and the gradient is computed in the
+    forward pass, as `fused_ce` does: d loss / d logits = (softmax(y) - one_hot) / rows * (1 - tanh(logits / cap)^2)
+    with y = cap * tanh(logits / cap)."""
 
     @staticmethod
     def forward(ctx, logits, targets, cap: float, with_grad: bool):
         n = logits.size(0)
-        th = logits.to(torch.promote_types(logits.dtype, torch.float32)).div(cap).tanh_()  # y = cap * th
-        capped = (th * cap).to(logits.dtype)  # the capped logits, returned beside the loss (no gradient of its own)
-        row_max = th.amax(dim=-1, keepdim=True)
-        e = th.sub(row_max).mul_(cap).exp_()  # exp(y - max y): no overflow for any cap
-        total = e.sum(dim=-1)
-        loss = (cap * (row_max.squeeze(1) - th.gather(1, targets[:, None]).squeeze(1)) + total.log()).mean()
-        ctx.mark_non_differentiable(capped)
+        wide = torch.promote_types(logits.dtype, torch.float32)
+        grad = torch.empty(logits.shape, dtype=wide, device=logits.device) if with_grad else None
+        loss = torch.zeros((), dtype=wide, device=logits.device)
+        block = CAP_BLOCK_ROWS.get(logits.device.type, CAP_BLOCK_ROWS_OTHER)
+        for start in range(0, n, block):
+            rows, t = slice(start, start + block), targets[start:start + block, None]
+            th = logits[rows].to(wide).div_(cap).tanh_()  # y = cap * th, |th| < 1
+            row_max = th.amax(dim=-1, keepdim=True)
+            e = torch.sub(th, row_max, out=grad[rows] if with_grad else None).mul_(cap).exp_()  # exp(y - max y)
+            total = e.sum(dim=-1, keepdim=True)
+            loss += (cap * (row_max - th.gather(1, t)) + total.log()).sum()
+            if with_grad:
+                e.div_(total * n)  # softmax(y) / rows, in grad's own memory
+                e.scatter_add_(1, t, torch.full_like(total, -1.0 / n))  # minus the one-hot
+                e.addcmul_(e, th.square_(), value=-1.0)  # times d y / d logits = 1 - th^2
         ctx.dtype = logits.dtype
-        if not with_grad:
-            return loss, capped
-        grad = e.div_((total * n)[:, None])  # softmax(y) / rows
-        grad.scatter_add_(1, targets[:, None], torch.full_like(total[:, None], -1.0 / n))  # minus the one-hot
-        grad.addcmul_(grad, th.square_(), value=-1.0)  # times d y / d logits = 1 - th^2
-        ctx.save_for_backward(grad)
-        return loss, capped
+        if with_grad:
+            ctx.save_for_backward(grad)
+        return loss / n
 
     @staticmethod
-    def backward(ctx, grad_loss, _grad_capped):
+    def backward(ctx, grad_loss):
         (grad,) = ctx.saved_tensors
         return (grad * grad_loss.to(grad.dtype)).to(ctx.dtype), None, None, None  # not in place: retain_graph
 
 
-def capped_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, cap: float):
-    """(loss, capped logits) for uncapped `logits` (..., V): the mean cross-entropy of cap * tanh(logits / cap),
-    equal to F.cross_entropy on the capped logits up to float rounding, with the capped logits (no gradient:
-    the loss carries it). Runs outside autocast, in float32 or wider, like cross-entropy under autocast."""
-    shape = logits.shape
-    flat = logits.reshape(-1, shape[-1])
+def capped_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, cap: float) -> torch.Tensor:
+    """The mean cross-entropy of cap * tanh(logits / cap) for uncapped `logits` (..., V), equal to F.cross_entropy on
+    the capped logits up to float rounding, without forming them. Runs outside autocast, in float32 or wider, as
+    cross-entropy does under autocast."""
+    flat = logits.reshape(-1, logits.size(-1))
     with_grad = torch.is_grad_enabled() and logits.requires_grad
     with torch.autocast(logits.device.type, enabled=False):
-        loss, capped = CappedCrossEntropy.apply(flat, targets.reshape(-1), cap, with_grad)
-    return loss, capped.view(shape)
+        return CappedCrossEntropy.apply(flat, targets.reshape(-1), cap, with_grad)
 
 
 def full_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

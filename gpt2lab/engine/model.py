@@ -304,8 +304,8 @@ class GPT(nn.Module):
 
         With a fused loss (config.loss "chunked" or "liger") and targets, the logits are never formed whole and
         None is returned in their place; without targets (sampling, HellaSwag) every path returns the logits.
-        A model with logit_softcap computes its loss with losses.capped_cross_entropy (the cap and the loss in one
-        function) whatever config.loss says, and the logits it returns beside a loss carry no gradient."""
+        A model with logit_softcap computes its loss with losses.capped_cross_entropy (the cap and the loss fused,
+        never forming the capped logits) whatever config.loss says, and also returns None for the logits."""
         x = self.features(idx)
         loss_impl = "full" if self.config.logit_softcap else self.config.loss
         if targets is None:
@@ -320,11 +320,10 @@ class GPT(nn.Module):
             from gpt2lab.engine.losses import liger_cross_entropy
 
             return None, liger_cross_entropy()(self.lm_head.weight, x.reshape(-1, x.size(-1)), targets.reshape(-1))
-        if self.config.logit_softcap:  # the cap and the loss as one function: far fewer passes over the logits
+        if self.config.logit_softcap:  # the cap and the loss as one function: a fused loss, like "chunked"
             from gpt2lab.engine.losses import capped_cross_entropy
 
-            loss, logits = capped_cross_entropy(self.lm_head.uncapped(x), targets, self.config.logit_softcap)
-            return logits, loss
+            return None, capped_cross_entropy(self.lm_head.uncapped(x), targets, self.config.logit_softcap)
         logits = self.lm_head(x)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
