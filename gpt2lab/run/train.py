@@ -74,8 +74,9 @@ def restart_plan(out: Path, preset: str | None, changes: dict) -> RunPlan:
                         f"--preset {was}; drop --preset (a resume keeps the run's settings)")
     cfg = resume_config(saved_config(info["config"]), changes)
     cfg.validate()
-    print(f"gpt2lab: {out} holds no checkpoint yet (the run stopped before its first one); it starts again from "
-          "step 0 with the settings in its run.json", file=sys.stderr, flush=True)
+    if int(os.environ.get("RANK", "0")) == 0:  # one line, not one per process
+        print(f"gpt2lab: {out} holds no checkpoint yet (the run stopped before its first one); it starts again "
+              "from step 0 with the settings in its run.json", file=sys.stderr, flush=True)
     return RunPlan(out, cfg, was if was is not None else preset, restart=True)
 
 
