@@ -159,6 +159,27 @@ def test_existing_run_needs_resume_and_missing_checkpoint_is_clear(shakespeare, 
 
 
 @pytest.mark.slow
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_step_0(shakespeare, tmp_path, capsys):
+    """kill -9 before the first checkpoint leaves run.json and a log but nothing to continue: --resume starts
+    the recorded run again (before: --resume said 'start a new run' and a new run was refused)."""
+    train(tiny(shakespeare), tmp_path / "straight", progress=False, echo=False)
+    out = tmp_path / "early"
+    train(tiny(shakespeare, checkpoint_every=0, stop_after=2), out, progress=False, echo=False)
+    for path in out.glob("step_*"):  # what a kill -9 at step 2 leaves: the stop's own checkpoint never written
+        path.unlink()
+    (out / "latest").unlink()
+    assert len(read_log(out)) == 2 and (out / "run.json").is_file()
+    with pytest.raises(UserError, match="already holds a run"):
+        train(tiny(shakespeare), out, progress=False, echo=False)  # a new run still may not replace it
+    capsys.readouterr()
+    assert main(["train", "--out-dir", str(out), "--resume", "--no-progress"]) == 0
+    assert "holds no checkpoint yet (the run stopped before its first one); it starts again from step 0" in \
+        capsys.readouterr().err
+    assert [(r["step"], r["loss"], r["lr"]) for r in read_log(out)] == \
+        [(r["step"], r["loss"], r["lr"]) for r in read_log(tmp_path / "straight")]  # the 6 steps, each once
+
+
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(shakespeare, tmp_path, monkeypatch):
     original = GPT.forward
     calls = {"n": 0}
