@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from gpt2lab.run.config import PRESETS as TRAIN_PRESETS
@@ -42,3 +44,25 @@ def test_scales_name_real_presets(name):
     s = SCALES[name]
     assert s.train_preset in TRAIN_PRESETS and s.bench_preset in SHAPES
     assert TRAIN_PRESETS[s.train_preset].device == s.device
+
+
+from gpt2lab.lessons.scale import LEAST_STEPS, fit_to_budget, seconds_per_step  # noqa: E402
+from gpt2lab.run.config import get_preset  # noqa: E402
+
+
+def test_a_fast_machine_runs_the_preset_and_a_slow_one_what_fits():
+    cfg = get_preset("cpu-tiny-shakespeare")
+    assert fit_to_budget(cfg, per_step_s=0.1, budget_s=180) is cfg  # 1,600 x 0.1 s fit in 180 s
+    slow = fit_to_budget(cfg, per_step_s=0.4, budget_s=180)
+    assert slow.max_steps == 450 and slow.val_every == 56 and slow.log_every == 56
+    assert slow.checkpoint_every == slow.sample_every == 450 and slow.warmup_steps == cfg.warmup_steps
+    changed = {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(slow, f.name)}
+    assert changed == {"max_steps", "val_every", "log_every", "sample_every", "checkpoint_every"}
+    slow.validate()
+    assert fit_to_budget(cfg, per_step_s=10.0).max_steps == LEAST_STEPS  # never below the floor
+
+
+def test_seconds_per_step_measures_the_config_s_own_step():
+    cfg = get_preset("smoke")
+    small, wide = seconds_per_step(cfg, steps=2), seconds_per_step(dataclasses.replace(cfg, batch_size=cfg.batch_size * 8, total_batch=cfg.total_batch * 8), steps=2)
+    assert 0 < small < wide  # 8x the tokens per step: measurably slower

@@ -69,3 +69,49 @@ def _cpu_lacks_bf16() -> bool:
     from gpt2lab.base.hardware import cpu_bf16_native
 
     return not cpu_bf16_native()
+
+
+# Chapter 3's run at cpu scale: the preset's steps where they fit in about this many seconds of training, else as
+# many as do. 2-core CPUs differ by 3-4x at this preset (about 9,500 tokens/s on an AMD EPYC with avx512_bf16,
+# 2,700 on a Xeon without AMX), and the whole book should build in minutes on either.
+RUN_BUDGET_S = 180.0
+LEAST_STEPS = 200  # below this the loss is still in its first steep fall: the chapter would show little
+
+
+def seconds_per_step(cfg, steps: int = 3) -> float:
+    """Median seconds of one training step of `cfg` (its model, batch, speed knobs) on random tokens, after one
+    step of warm-up: what the run will take per step on this machine, measured in a few seconds."""
+    import statistics
+    import time
+
+    from gpt2lab.engine.knobs import build, keep_freed_memory
+    from gpt2lab.engine.step import train_step
+    from gpt2lab.run.train import model_config, run_knobs
+
+    device = torch.device(cfg.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as the trainer does
+    built = build(run_knobs(cfg, device), model_config(cfg), device, cfg.optim(), seed=cfg.seed)
+    g = torch.Generator().manual_seed(0)
+    vocab = built.raw.config.vocab_size
+    batch = [torch.randint(0, vocab, (cfg.batch_size, cfg.seq_len), generator=g).to(device) for _ in range(2)]
+    times = []
+    for i in range(steps + 1):
+        start = time.perf_counter()
+        float(train_step(built, lambda: tuple(batch), grad_accum=cfg.grad_accum(1)).loss)
+        if i:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def fit_to_budget(cfg, per_step_s: float, budget_s: float = RUN_BUDGET_S, least: int = LEAST_STEPS):
+    """`cfg` with as many of its steps as fit in `budget_s` at `per_step_s` (at least `least`, at most its own),
+    its schedule compressed to them (warm-up kept) and its evaluations, log lines and checkpoint spaced alike."""
+    from dataclasses import replace
+
+    steps = max(min(cfg.max_steps, int(budget_s / per_step_s)), min(least, cfg.max_steps))
+    if steps == cfg.max_steps:
+        return cfg
+    every = max(1, round(cfg.val_every * steps / cfg.max_steps)) if cfg.val_every else 0
+    return replace(cfg, max_steps=steps, val_every=every, log_every=max(1, every),
+                   sample_every=steps if cfg.sample_every else 0, checkpoint_every=steps)
