@@ -36,8 +36,6 @@ def abandoned_temporaries(folder: str | os.PathLike) -> list[Path]:
 
 
 def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -26,7 +26,7 @@ from gpt2lab.engine.data import MANIFEST
 from gpt2lab.engine.recipes import IDEAS
 from gpt2lab.run import checkpoint
 from gpt2lab.run.config import PRESETS, TrainConfig, choices, field_help, field_types, get_preset
-from gpt2lab.run.folder import locked, read_info, refuse_existing_run
+from gpt2lab.run.folder import locked, refuse_existing_run, restartable_info
 from gpt2lab.run.train import DEFAULT_PRESET, plan, run_plan
 
 
@@ -121,8 +121,7 @@ def _checkpoint_to_resume(out: Path) -> Path | None:
     for a run that stopped before its first checkpoint (it starts again from its run.json)."""
     found = checkpoint.latest(out) if out.is_dir() else None
     if found is None:
-        info = read_info(out)
-        if info is not None and isinstance(info.get("config"), dict):
+        if restartable_info(out) is not None:
             return None
         raise UserError(f"--resume: --out-dir {out} holds no checkpoint to continue; start a new run there "
                         "without --resume")

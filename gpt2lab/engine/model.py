@@ -307,23 +307,22 @@ class GPT(nn.Module):
         A model with logit_softcap computes its loss with losses.capped_cross_entropy (the cap and the loss fused,
         never forming the capped logits) whatever config.loss says, and also returns None for the logits."""
         x = self.features(idx)
-        loss_impl = "full" if self.config.logit_softcap else self.config.loss
         if targets is None:
             return self.lm_head(x), None
-        if loss_impl == "chunked":
+        if self.config.logit_softcap:  # the cap and the loss as one function: a fused loss, like "chunked"
+            from gpt2lab.engine.losses import capped_cross_entropy
+
+            return None, capped_cross_entropy(self.lm_head.uncapped(x), targets, self.config.logit_softcap)
+        if self.config.loss == "chunked":
             from gpt2lab.engine.losses import chunked_cross_entropy
 
             # is_compiling() is fixed at trace time: a compiled model compiles the loss's chunk arithmetic too
             return None, chunked_cross_entropy(x, self.lm_head.weight, targets,
                                                compiled=torch.compiler.is_compiling())
-        if loss_impl == "liger":
+        if self.config.loss == "liger":
             from gpt2lab.engine.losses import liger_cross_entropy
 
             return None, liger_cross_entropy()(self.lm_head.weight, x.reshape(-1, x.size(-1)), targets.reshape(-1))
-        if self.config.logit_softcap:  # the cap and the loss as one function: a fused loss, like "chunked"
-            from gpt2lab.engine.losses import capped_cross_entropy
-
-            return None, capped_cross_entropy(self.lm_head.uncapped(x), targets, self.config.logit_softcap)
         logits = self.lm_head(x)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss

@@ -81,9 +81,7 @@ LEAST_STEPS = 200  # below this the loss is still in its first steep fall: the c
 def seconds_per_step(cfg, steps: int = 3) -> float:
     """Median seconds of one training step of `cfg` (its model, batch, speed knobs) on random tokens, after one
     step of warm-up: what the run will take per step on this machine, measured in a few seconds."""
-    import statistics
-    import time
-
+    from gpt2lab.base.timing import measure
     from gpt2lab.engine.knobs import build, keep_freed_memory
     from gpt2lab.engine.step import train_step
     from gpt2lab.run.train import model_config, run_knobs
@@ -95,13 +93,8 @@ def seconds_per_step(cfg, steps: int = 3) -> float:
     g = torch.Generator().manual_seed(0)
     vocab = built.raw.config.vocab_size
     batch = [torch.randint(0, vocab, (cfg.batch_size, cfg.seq_len), generator=g).to(device) for _ in range(2)]
-    times = []
-    for i in range(steps + 1):
-        start = time.perf_counter()
-        float(train_step(built, lambda: tuple(batch), grad_accum=cfg.grad_accum(1)).loss)
-        if i:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    step = lambda: float(train_step(built, lambda: tuple(batch), grad_accum=cfg.grad_accum(1)).loss)  # noqa: E731
+    return measure(step, device, steps=steps, warmup=1).median_ms / 1000
 
 
 def fit_to_budget(cfg, per_step_s: float, budget_s: float = RUN_BUDGET_S, least: int = LEAST_STEPS):

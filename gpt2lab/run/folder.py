@@ -102,13 +102,14 @@ def refuse_existing_run(out: Path, name: str, log_too: bool = True) -> None:
     raise UserError(f"{name} already holds a run ({held}); pass --resume to continue it, or pick another --out-dir")
 
 
-def read_info(out_dir) -> dict | None:
-    """A run's run.json (its settings as started), or None where there is none or it cannot be read."""
+def restartable_info(out_dir) -> dict | None:
+    """A run's run.json (its settings as started) where it records the run's settings, else None: what `--resume`
+    starts again from when the run stopped before its first checkpoint."""
     try:
         info = json.loads((Path(out_dir) / RUN_INFO).read_text())
     except (OSError, ValueError):
         return None
-    return info if isinstance(info, dict) else None
+    return info if isinstance(info, dict) and isinstance(info.get("config"), dict) else None
 
 
 def read_log(out_dir, kind: str = "train") -> list[dict]:

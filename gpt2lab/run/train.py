@@ -24,7 +24,7 @@ from gpt2lab.engine.knobs import Knobs, build, get_rung, keep_freed_memory, reso
 from gpt2lab.engine.model import GPTConfig, get_config
 from gpt2lab.run import checkpoint
 from gpt2lab.run.config import TrainConfig, resume_config, saved_config
-from gpt2lab.run.folder import LOG, RunFolder, locked, read_info, read_log  # noqa: F401  (the chapters read logs from here)
+from gpt2lab.run.folder import LOG, RunFolder, locked, read_log, restartable_info  # noqa: F401  (the chapters read logs from here)
 from gpt2lab.run.loop import Trainer, prepare_determinism
 
 DEFAULT_PRESET = "gpt2-124m-fineweb10b"
@@ -49,35 +49,24 @@ def plan(out: str | os.PathLike, cfg: TrainConfig | None = None, resume: bool = 
         cfg.validate()
         return RunPlan(out, cfg, preset)
     found = checkpoint.latest(out) if out.is_dir() else None
-    if found is None:
-        return restart_plan(out, preset, overrides if overrides is not None else (asdict(cfg) if cfg else {}))
-    saved = checkpoint.peek(found)
-    was = saved.get("preset")
+    if found is not None:
+        saved = checkpoint.peek(found)
+        fields, was = saved["train_config"], saved.get("preset")
+    else:  # stopped before its first checkpoint (kill -9, a power cut): step 0 again with its run.json's settings
+        info = restartable_info(out)
+        if info is None:
+            raise UserError(f"no checkpoint in {out} to resume; start a new run there without --resume")
+        fields, was = info["config"], info.get("preset")
     if preset is not None and was is not None and preset != was:
         raise UserError(f"--preset {preset} does not match the run being resumed, which was started with "
                         f"--preset {was}; drop --preset (a resume keeps the run's settings)")
     changes = overrides if overrides is not None else (asdict(cfg) if cfg is not None else {})
-    cfg = resume_config(saved_config(saved["train_config"]), changes)
+    cfg = resume_config(saved_config(fields), changes)
     cfg.validate()
-    return RunPlan(out, cfg, was if was is not None else preset, found)
-
-
-def restart_plan(out: Path, preset: str | None, changes: dict) -> RunPlan:
-    """--resume of a run stopped before its first checkpoint (kill -9, a power cut): nothing to continue, so it
-    starts again from step 0 with the settings its run.json recorded, in place of its log."""
-    info = read_info(out)
-    if info is None or not isinstance(info.get("config"), dict):
-        raise UserError(f"no checkpoint in {out} to resume; start a new run there without --resume")
-    was = info.get("preset")
-    if preset is not None and was is not None and preset != was:
-        raise UserError(f"--preset {preset} does not match the run being resumed, which was started with "
-                        f"--preset {was}; drop --preset (a resume keeps the run's settings)")
-    cfg = resume_config(saved_config(info["config"]), changes)
-    cfg.validate()
-    if int(os.environ.get("RANK", "0")) == 0:  # one line, not one per process
+    if found is None and int(os.environ.get("RANK", "0")) == 0:  # one line, not one per process
         print(f"gpt2lab: {out} holds no checkpoint yet (the run stopped before its first one); it starts again "
               "from step 0 with the settings in its run.json", file=sys.stderr, flush=True)
-    return RunPlan(out, cfg, was if was is not None else preset, restart=True)
+    return RunPlan(out, cfg, was if was is not None else preset, found, restart=found is None)
 
 
 def run_knobs(cfg: TrainConfig, device: torch.device) -> Knobs:
