@@ -12,6 +12,11 @@ that idea buys.
     .venv/bin/python benchmarks/bench_recipes.py --recipes gpt2,modern,rope,muon --seeds 3
     .venv/bin/python benchmarks/bench_recipes.py --steps 10 --val-every 5 --seeds 2 --recipes gpt2,modern \
         --json /tmp/check.jsonl  # a check that it works (about 2 minutes on 2 cores), not a measurement
+    .venv/bin/python benchmarks/bench_recipes.py --ablation --steps 200 --val-every 20 --seeds 2
+
+--ablation trains gpt2, each idea added alone to it (`+rope`), modern, and modern with each idea taken out
+(`modern -rope`), and appends to results/recipes-ablation-cpu.jsonl: what each idea buys on its own, and what the
+others lose without it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,13 @@ from gpt2lab.run.train import read_log, train
 
 PRESET = "cpu-tiny-shakespeare"
 DEFAULT_RECIPES = ",".join(["gpt2", *IDEAS, "modern"])
+
+
+def ablation_recipes() -> list[tuple[str, str]]:
+    """(label, recipe) for the ablation: gpt2, each idea alone on top of it, modern, modern without each idea."""
+    added = [(f"+{idea}", idea) for idea in IDEAS]
+    removed = [(f"modern -{idea}", ",".join(i for i in IDEAS if i != idea)) for idea in IDEAS]
+    return [("gpt2", "gpt2"), *added, ("modern", "modern"), *removed]
 
 
 def curve(out_dir: Path, tokens_per_step: int) -> list[list[float]]:
@@ -63,8 +75,9 @@ def summarize(runs: list[dict], baseline: str = "gpt2") -> list[dict]:
         raise ValueError(f"no {baseline} runs to set the target")
     target = statistics.median(finals)
     out = []
-    for recipe in dict.fromkeys(r["canonical"] for r in runs):
-        mine = [r for r in runs if r["canonical"] == recipe]
+    label = lambda r: r.get("label") or r["canonical"]  # noqa: E731
+    for recipe in dict.fromkeys(label(r) for r in runs):
+        mine = [r for r in runs if label(r) == recipe]
         hits = [p for p in (reach(r["val"], target) for r in mine) if p is not None]
         out.append({"kind": "summary", "recipe": recipe, "target": target, "seeds": len(mine), "reached": len(hits),
                     "steps": spread([p[0] for p in hits]), "tokens": spread([p[1] for p in hits]),
@@ -104,28 +117,37 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--recipes", default=DEFAULT_RECIPES, help=f"comma list of recipes, `+` between the ideas of one "
                    f"(e.g. gpt2,modern,rope+relu2); must include gpt2 (default: {DEFAULT_RECIPES})")
+    p.add_argument("--ablation", action="store_true",
+                   help="in place of --recipes: gpt2, each idea alone on it, modern, modern without each idea "
+                   "(default --json results/recipes-ablation-cpu.jsonl)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per recipe (default 3)")
     p.add_argument("--steps", type=int, default=get_preset(PRESET).max_steps,
                    help=f"optimizer steps per run, {get_preset(PRESET).total_batch:,} tokens each (default: the preset's)")
     p.add_argument("--val-every", type=int, default=100, help="validation every N steps (default 100)")
     p.add_argument("--val-steps", type=int, default=get_preset(PRESET).val_steps, help="micro-batches per validation")
     p.add_argument("--autocast", choices=["none", "bf16"], help="override the preset's autocast (bf16)")
-    p.add_argument("--json", metavar="PATH", default="results/recipes-cpu.jsonl",
-                   help="append one JSON line per run and per recipe summary (default results/recipes-cpu.jsonl)")
+    p.add_argument("--json", metavar="PATH", help="append one JSON line per run and per recipe summary "
+                   "(default results/recipes-cpu.jsonl, with --ablation results/recipes-ablation-cpu.jsonl)")
     args = p.parse_args(argv)
-    recipes = [r.replace("+", ",") for r in args.recipes.split(",") if r.strip()]
+    if args.json is None:
+        args.json = f"results/recipes-{'ablation-' if args.ablation else ''}cpu.jsonl"
     try:
-        if "gpt2" not in {canonical(r) for r in recipes}:
+        if args.ablation:
+            labelled = ablation_recipes()
+        else:
+            specs = [r.replace("+", ",") for r in args.recipes.split(",") if r.strip()]
+            labelled = [(canonical(r), r) for r in specs]
+        if "gpt2" not in {canonical(r) for _, r in labelled}:
             raise UserError("--recipes must include gpt2: its final val loss is the target")
         if args.seeds < 1 or args.steps < 1 or args.val_every < 1:
             raise UserError("--seeds, --steps and --val-every must be positive")
         started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         runs = []
         for seed in range(args.seeds):  # seeds outermost: a load change on a shared machine hits every recipe
-            for recipe in recipes:
+            for label, recipe in labelled:
                 run = one_run(recipe, seed, args)
-                runs.append({**run, "started": started, "machine": platform.node(), "preset": PRESET})
-                print(f"{recipe} seed {seed}: final val {run['final_val']:.4f}, {run['wall_s']:.1f} s", flush=True)
+                runs.append({**run, "label": label, "started": started, "machine": platform.node(), "preset": PRESET})
+                print(f"{label} seed {seed}: final val {run['final_val']:.4f}, {run['wall_s']:.1f} s", flush=True)
         summary = [{**s, "started": started, "preset": PRESET} for s in summarize(runs)]
     except UserError as e:
         print(f"bench_recipes: error: {e}", file=sys.stderr)

@@ -378,3 +378,19 @@ def test_each_benchmark_run_records_its_hardware_and_load(monkeypatch):
     assert run["hardware"]["device"] == "cpu" and run["hardware"]["cpu_count"] == os.cpu_count()
     assert len(run["load_avg"]) == 2 and all(x >= 0 for x in run["load_avg"])
     assert run["final_val"] == 4.0
+
+
+def test_the_ablation_adds_each_idea_alone_and_removes_each_from_modern():
+    from gpt2lab.engine.recipes import IDEAS, canonical
+
+    bench = bench_module()
+    labelled = dict(bench.ablation_recipes())
+    assert len(labelled) == 2 + 2 * len(IDEAS)
+    assert canonical(labelled["gpt2"]) == "gpt2" and canonical(labelled["modern"]) == "modern"
+    for idea in IDEAS:
+        assert canonical(labelled[f"+{idea}"]) == idea
+        assert set(canonical(labelled[f"modern -{idea}"]).split(",")) == set(IDEAS) - {idea}
+    # summaries group by label, so two spellings of one recipe stay apart and the target is still gpt2's
+    runs = [{"canonical": "gpt2", "label": "gpt2", "final_val": 6.0, "wall_s": 1.0, "val": [[4, 400, 6.0, 4.0]]},
+            {"canonical": "rope", "label": "+rope", "final_val": 5.0, "wall_s": 1.0, "val": [[4, 400, 5.0, 4.0]]}]
+    assert [s["recipe"] for s in bench.summarize(runs)] == ["gpt2", "+rope"]
