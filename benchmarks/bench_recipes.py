@@ -12,7 +12,7 @@ that idea buys.
     .venv/bin/python benchmarks/bench_recipes.py --recipes gpt2,modern,rope,muon --seeds 3
     .venv/bin/python benchmarks/bench_recipes.py --steps 10 --val-every 5 --seeds 2 --recipes gpt2,modern \
         --json /tmp/check.jsonl  # a check that it works (about 2 minutes on 2 cores), not a measurement
-    .venv/bin/python benchmarks/bench_recipes.py --ablation --steps 200 --val-every 20 --seeds 2
+    .venv/bin/python benchmarks/bench_recipes.py --ablation --steps 200 --val-every 20 --seeds 3
 
 --ablation trains gpt2, each idea added alone to it (`+rope`), modern, and modern with each idea taken out
 (`modern -rope`), and appends to results/recipes-ablation-cpu.jsonl: what each idea buys on its own, and what the
@@ -115,9 +115,10 @@ def report(summary: list[dict]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--recipes", default=DEFAULT_RECIPES, help=f"comma list of recipes, `+` between the ideas of one "
+    which = p.add_mutually_exclusive_group()  # --ablation names its own recipes: both at once is refused, exit 2
+    which.add_argument("--recipes", default=DEFAULT_RECIPES, help=f"comma list of recipes, `+` between the ideas of one "
                    f"(e.g. gpt2,modern,rope+relu2); must include gpt2 (default: {DEFAULT_RECIPES})")
-    p.add_argument("--ablation", action="store_true",
+    which.add_argument("--ablation", action="store_true",
                    help="in place of --recipes: gpt2, each idea alone on it, modern, modern without each idea "
                    "(default --json results/recipes-ablation-cpu.jsonl)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per recipe (default 3)")

@@ -390,7 +390,17 @@ def test_the_ablation_adds_each_idea_alone_and_removes_each_from_modern():
     for idea in IDEAS:
         assert canonical(labelled[f"+{idea}"]) == idea
         assert set(canonical(labelled[f"modern -{idea}"]).split(",")) == set(IDEAS) - {idea}
-    # summaries group by label, so two spellings of one recipe stay apart and the target is still gpt2's
+    # summaries are named by the run's label (`+rope`, not the canonical `rope`); the target is still gpt2's
     runs = [{"canonical": "gpt2", "label": "gpt2", "final_val": 6.0, "wall_s": 1.0, "val": [[4, 400, 6.0, 4.0]]},
             {"canonical": "rope", "label": "+rope", "final_val": 5.0, "wall_s": 1.0, "val": [[4, 400, 5.0, 4.0]]}]
     assert [s["recipe"] for s in bench.summarize(runs)] == ["gpt2", "+rope"]
+    assert bench.summarize(runs)[1]["target"] == 6.0
+
+
+def test_the_ablation_and_a_recipe_list_together_are_refused(capsys):
+    import pytest
+
+    bench = bench_module()
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--ablation", "--recipes", "gpt2,rope", "--json", ""])
+    assert stop.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
