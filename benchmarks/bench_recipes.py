@@ -4,9 +4,9 @@ Every recipe trains the cpu-tiny-shakespeare preset's run (its model shape, batc
 same number of steps, so the same tokens, with each seed. The validation loss is recorded along the way with the
 training time spent to reach it (evaluation not counted). The target is `gpt2`'s final validation loss (the median over
 its seeds); for each recipe the report gives the tokens and the training seconds to reach it: median and range over the
-seeds, and in how many seeds it was reached at all. One JSON line per run (with its hardware record and the load
-average before and after it) and one per recipe's summary are appended to
---json. The learning rate is the preset's for every recipe: no idea is tuned, so a loss here is a lower bound on what
+seeds, and in how many seeds it was reached at all, and its final validation loss minus its reference's (gpt2's;
+modern's for `modern -idea`), seed by seed. One JSON line per run (with its hardware record and the load average
+before and after it) is appended to --json as the run ends, and one per recipe's summary when all have run. The learning rate is the preset's for every recipe: no idea is tuned, so a loss here is a lower bound on what
 that idea buys.
 
     .venv/bin/python benchmarks/bench_recipes.py --recipes gpt2,modern,rope,muon --seeds 3
@@ -68,21 +68,43 @@ def spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else {}
 
 
+def reference_of(label: str, labels) -> str | None:
+    """What a recipe's contribution is measured against: `modern` for `modern -idea`, else gpt2 (None for gpt2
+    itself, or where the reference did not run)."""
+    ref = "modern" if label.startswith("modern -") else "gpt2"
+    return ref if ref != label and ref in labels else None
+
+
+def paired_deltas(runs: list[dict], label: str, ref: str) -> list[float]:
+    """final val(label) - final val(ref), seed by seed: each seed starts both runs from its own initial draw and
+    batch order, so the difference cancels most of what a seed alone moves."""
+    by_seed = lambda name: {r["seed"]: r["final_val"] for r in runs if _label(r) == name and "seed" in r}  # noqa: E731
+    mine, theirs = by_seed(label), by_seed(ref)
+    return [mine[s] - theirs[s] for s in sorted(mine) if s in theirs]
+
+
+def _label(run: dict) -> str:
+    return run.get("label") or run["canonical"]
+
+
 def summarize(runs: list[dict], baseline: str = "gpt2") -> list[dict]:
-    """Per recipe: the target (the baseline's median final val loss) and the tokens and seconds to reach it."""
+    """Per recipe: the target (the baseline's median final val loss), the tokens and seconds to reach it, and the
+    final val loss against its reference (`reference_of`), paired by seed."""
     finals = [r["final_val"] for r in runs if r["canonical"] == baseline]
     if not finals:
         raise ValueError(f"no {baseline} runs to set the target")
     target = statistics.median(finals)
     out = []
-    label = lambda r: r.get("label") or r["canonical"]  # noqa: E731
-    for recipe in dict.fromkeys(label(r) for r in runs):
-        mine = [r for r in runs if label(r) == recipe]
+    labels = list(dict.fromkeys(_label(r) for r in runs))
+    for recipe in labels:
+        mine = [r for r in runs if _label(r) == recipe]
         hits = [p for p in (reach(r["val"], target) for r in mine) if p is not None]
+        ref = reference_of(recipe, labels)
         out.append({"kind": "summary", "recipe": recipe, "target": target, "seeds": len(mine), "reached": len(hits),
                     "steps": spread([p[0] for p in hits]), "tokens": spread([p[1] for p in hits]),
                     "train_s": spread([p[3] for p in hits]), "final_val": spread([r["final_val"] for r in mine]),
-                    "wall_s": spread([r["wall_s"] for r in mine])})
+                    "wall_s": spread([r["wall_s"] for r in mine]), "vs": ref,
+                    "delta_val": spread(paired_deltas(runs, recipe, ref)) if ref else {}})
     return out
 
 
@@ -105,11 +127,14 @@ def one_run(recipe: str, seed: int, args) -> dict:
 def report(summary: list[dict]) -> str:
     fmt = lambda s, unit="": f"{s['median']:,.0f}{unit} [{s['min']:,.0f}-{s['max']:,.0f}]" if s else "-"  # noqa: E731
     lines = [f"target: gpt2's final val loss {summary[0]['target']:.4f} (median over its seeds)",
-             f"{'recipe':<22} {'reached':>7} {'tokens to target':>26} {'train s to target':>20} {'final val':>22}"]
+             f"{'recipe':<22} {'reached':>7} {'tokens to target':>26} {'train s to target':>20} {'final val':>22}"
+             f"  {'final val minus reference, by seed':>34}"]
     for s in summary:
-        final = s["final_val"]
+        final, d = s["final_val"], s.get("delta_val")
+        delta = f"{d['median']:+.4f} [{d['min']:+.3f} to {d['max']:+.3f}] vs {s['vs']}" if d else ""
         lines.append(f"{s['recipe']:<22} {s['reached']:>3}/{s['seeds']:<3} {fmt(s['tokens']):>26} "
-                     f"{fmt(s['train_s'], ' s'):>20} {final['median']:>8.4f} [{final['min']:.3f}-{final['max']:.3f}]")
+                     f"{fmt(s['train_s'], ' s'):>20} {final['median']:>8.4f} [{final['min']:.3f}-{final['max']:.3f}]"
+                     f"  {delta:>34}")
     return "\n".join(lines)
 
 
@@ -148,18 +173,24 @@ def main(argv=None) -> int:
             for label, recipe in labelled:
                 run = one_run(recipe, seed, args)
                 runs.append({**run, "label": label, "started": started, "machine": platform.node(), "preset": PRESET})
+                append_json(args.json, runs[-1:])  # an interrupted sweep keeps every run it finished
                 print(f"{label} seed {seed}: final val {run['final_val']:.4f}, {run['wall_s']:.1f} s", flush=True)
         summary = [{**s, "started": started, "preset": PRESET} for s in summarize(runs)]
     except UserError as e:
         print(f"bench_recipes: error: {e}", file=sys.stderr)
         return 2
     print(report(summary))
+    append_json(args.json, summary)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json, "a") as f:
-            f.writelines(json.dumps(r) + "\n" for r in runs + summary)
         print(f"appended {len(runs) + len(summary)} lines to {args.json}")
     return 0
+
+
+def append_json(path: str, records: list[dict]) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
 
 
 if __name__ == "__main__":

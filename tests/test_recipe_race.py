@@ -118,3 +118,14 @@ def test_verdict_measures_the_baseline_from_its_first_reach_of_its_final_loss(tm
     other = write_log(tmp_path / "b", [100.0] * 5, [(0, 9.0), (4, 6.0)])
     v = rr.Verdict(rr.run_log("gpt2", base, 512), rr.run_log("modern", other, 512))
     assert v.baseline_reached[0] == 2 and v.token_ratio == pytest.approx(2.0)
+
+
+def test_an_ablation_sweep_shows_each_recipe_against_its_reference_by_seed(tmp_path):
+    lines = sweep_lines("2026-12-02T10:00:00+00:00", 5.0)
+    lines[1].update(vs=None, delta_val={})
+    lines[2].update(recipe="+rope", vs="gpt2", delta_val={"median": -0.05, "min": -0.08, "max": 0.01})
+    path = tmp_path / "recipes-ablation-cpu.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    table = str(rr.sweep_table(rr.read_sweep(path)))
+    assert "-0.050 [-0.080, +0.010] vs gpt2" in table and "reference" in table and "negative is better" in table
+    assert "final val minus reference's, by seed" in table

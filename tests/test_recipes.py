@@ -404,3 +404,39 @@ def test_the_ablation_and_a_recipe_list_together_are_refused(capsys):
     with pytest.raises(SystemExit) as stop:
         bench.main(["--ablation", "--recipes", "gpt2,rope", "--json", ""])
     assert stop.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_each_recipe_is_compared_with_its_reference_seed_by_seed():
+    bench = bench_module()
+    run = lambda label, seed, final: {"canonical": label, "label": label, "seed": seed, "final_val": final,  # noqa: E731
+                                      "wall_s": 1.0, "val": [[4, 400, final, 4.0]]}
+    runs = [run("gpt2", 0, 6.0), run("gpt2", 1, 5.0), run("+rope", 0, 5.5), run("+rope", 1, 4.9),
+            run("modern", 0, 4.0), run("modern", 1, 4.2), run("modern -rope", 0, 4.3), run("modern -rope", 1, 4.2)]
+    by = {s["recipe"]: s for s in bench.summarize(runs)}
+    assert by["gpt2"]["vs"] is None and by["gpt2"]["delta_val"] == {}
+    assert by["+rope"]["vs"] == "gpt2"  # 5.5 - 6.0 and 4.9 - 5.0: paired by seed, not median minus median
+    assert by["+rope"]["delta_val"]["min"] == -0.5 and abs(by["+rope"]["delta_val"]["max"] + 0.1) < 1e-12
+    assert by["modern -rope"]["vs"] == "modern"
+    assert abs(by["modern -rope"]["delta_val"]["median"] - 0.15) < 1e-12
+    assert "vs modern" in bench.report(list(by.values()))
+
+
+def test_an_interrupted_sweep_keeps_the_runs_it_finished(monkeypatch, tmp_path):
+    import json
+
+    bench = bench_module()
+    done = []
+
+    def one_run(recipe, seed, args):
+        if len(done) == 2:
+            raise KeyboardInterrupt  # the third run never ends
+        done.append(recipe)
+        return {"kind": "run", "recipe": recipe, "canonical": recipe, "seed": seed, "final_val": 5.0, "wall_s": 1.0,
+                "val": [[1, 100, 5.0, 1.0]]}
+
+    monkeypatch.setattr(bench, "one_run", one_run)
+    out = tmp_path / "sweep.jsonl"
+    import pytest
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(["--recipes", "gpt2,rope,muon", "--seeds", "1", "--json", str(out)])
+    assert [json.loads(ln)["recipe"] for ln in out.read_text().splitlines()] == ["gpt2", "rope"]

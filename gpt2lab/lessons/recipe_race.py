@@ -200,11 +200,25 @@ def _spread(s: dict, fmt: str = ",.0f", unit: str = "") -> str:
     return f"{s['median']:{fmt}}{unit} [{s['min']:{fmt}}-{s['max']:{fmt}}]" if s else "not reached"
 
 
+def _delta(s: dict) -> str:
+    d = s.get("delta_val")
+    return f"{d['median']:+.3f} [{d['min']:+.3f}, {d['max']:+.3f}] vs {s['vs']}" if d else "reference"
+
+
 def sweep_table(sweep: Sweep) -> Table:
+    """One row per recipe. A sweep whose summaries compare each recipe with a reference seed by seed (the
+    ablation) shows that difference in place of the final loss itself."""
+    paired = any(s.get("delta_val") for s in sweep.summaries)
+    last = (_delta, "final val minus reference's, by seed") if paired else (
+        lambda s: _spread(s["final_val"], ".3f"), "final val")
     rows = [[s["recipe"], f"{s['reached']}/{s['seeds']}", _spread(s["tokens"]), _spread(s["train_s"], ".1f", " s"),
-             _spread(s["final_val"], ".3f")] for s in sweep.summaries]
+             last[0](s)] for s in sweep.summaries]
     load = f"load average up to {sweep.load:.1f}" if sweep.load is not None else "load not recorded"
-    return Table(["recipe", "seeds reaching the target", "tokens to target", "training s to target", "final val"],
+    notes = ["median [min-max] over the seeds that reached the target"]
+    if paired:
+        notes.append("last column: median [min, max] over seeds of (this recipe's final val loss - the reference's "
+                     "with the same seed); negative is better")
+    return Table(["recipe", "seeds reaching the target", "tokens to target", "training s to target", last[1]],
                  rows, caption=f"{sweep.path.name}, sweep of {sweep.started[:16].replace('T', ' ')}: preset "
                  f"{sweep.preset}, target {sweep.target:.4f} (gpt2's median final val loss); {sweep.hardware}; {load}",
-                 notes=("median [min-max] over the seeds that reached the target",))
+                 notes=tuple(notes))
