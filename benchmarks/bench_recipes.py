@@ -12,7 +12,7 @@ that idea buys.
     .venv/bin/python benchmarks/bench_recipes.py --recipes gpt2,modern,rope,muon --seeds 3
     .venv/bin/python benchmarks/bench_recipes.py --steps 10 --val-every 5 --seeds 2 --recipes gpt2,modern \
         --json /tmp/check.jsonl  # a check that it works (about 2 minutes on 2 cores), not a measurement
-    .venv/bin/python benchmarks/bench_recipes.py --ablation --steps 200 --val-every 20 --seeds 3
+    .venv/bin/python benchmarks/bench_recipes.py --ablation --steps 120 --val-every 20 --seeds 3
 
 --ablation trains gpt2, each idea added alone to it (`+rope`), modern, and modern with each idea taken out
 (`modern -rope`), and appends to results/recipes-ablation-cpu.jsonl: what each idea buys on its own, and what the

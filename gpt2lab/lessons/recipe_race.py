@@ -27,6 +27,9 @@ from gpt2lab.run.train import read_log, train
 RACE = {"smoke": (8, 2), "cpu": (120, 20), "gpu": (100, 10)}
 SWEEP = Path("results/recipes-cpu.jsonl")
 SWEEP_COMMAND = "python benchmarks/bench_recipes.py --recipes gpt2,modern,rope,muon --seeds 3"
+# Each idea added alone to gpt2, and taken out of modern: what it buys, seed by seed.
+ABLATION = Path("results/recipes-ablation-cpu.jsonl")
+ABLATION_COMMAND = "python benchmarks/bench_recipes.py --ablation --steps 120 --val-every 20 --seeds 3"
 
 
 @dataclass
@@ -173,24 +176,28 @@ class Sweep:
         return max(loads, default=None)
 
 
-def sweep_path(start=".") -> Path:
-    """results/recipes-cpu.jsonl of the repository holding `start` (the book's folder or the root), else SWEEP."""
+def sweep_path(start=".", committed: Path = SWEEP) -> Path:
+    """results/recipes-cpu.jsonl (or `committed`'s name) of the repository holding `start` (the book's folder or
+    the root), else the relative path."""
     try:
-        return locate(start) / SWEEP.name
+        return locate(start) / committed.name
     except FileNotFoundError:
-        return SWEEP
+        return committed
 
 
 def read_sweep(path=None) -> Sweep | None:
     """The latest sweep in a bench_recipes JSONL file (the lines sharing its last `started`), or None if there is
-    no file. Without a path: the repository's results/recipes-cpu.jsonl."""
+    no file or no finished sweep in it. Without a path: the repository's results/recipes-cpu.jsonl."""
     path = sweep_path() if path is None else Path(path)
     if not path.exists():
         return None
     lines = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
     if not lines:
         return None
-    started = max(r["started"] for r in lines)
+    finished = [r["started"] for r in lines if r["kind"] == "summary"]  # an interrupted sweep has runs only
+    if not finished:
+        return None
+    started = max(finished)
     mine = [r for r in lines if r["started"] == started]
     summaries = [r for r in mine if r["kind"] == "summary"]
     return Sweep(path, started, mine[0].get("preset", "?"), summaries, [r for r in mine if r["kind"] == "run"])
