@@ -54,7 +54,7 @@ test: $(STAMP) browser ## run all tests: pytest suite, the book at smoke scale (
 	for f in $(NB_OUTSIDE_TOC); do $(BIN)/jupytext --quiet --to ipynb -o $(NB_TEST_DIR)/$$(basename $$f .md).ipynb $$f || exit 1; done
 	$(MAKE) --no-print-directory smoke-book
 	GPT2LAB_SCALE=smoke GPT2LAB_CACHE=$(CURDIR)/build/cache MPLBACKEND=Agg GPT2LAB_SITE=$(CURDIR)/$(SMOKE_BOOK)/_build/html \
-	  $(BIN)/python -m pytest tests $(NB_TEST_DIR) --nbval-lax -p no:cacheprovider
+	  $(BIN)/python -m pytest tests $(NB_TEST_DIR) --nbval-lax -p no:cacheprovider --durations=10
 
 smoke-book: $(STAMP) ## build the book at smoke scale into build/smoke-book (what make test's browser test reads)
 	rm -rf $(SMOKE_BOOK)

@@ -1,18 +1,25 @@
 """Past GPT-2's recipe, measured: each recipe trained on the same tokens, several seeds, against `gpt2`.
 
-Every recipe trains the cpu-tiny-shakespeare preset's run (its model shape, batch, learning rate and schedule) for the
-same number of steps, so the same tokens, with each seed. The validation loss is recorded along the way with the
-training time spent to reach it (evaluation not counted). The target is `gpt2`'s final validation loss (the median over
-its seeds); for each recipe the report gives the tokens and the training seconds to reach it: median and range over the
-seeds, and in how many seeds it was reached at all, and its final validation loss minus its reference's (gpt2's;
-modern's for `modern -idea`), seed by seed. One JSON line per run (with its hardware record and the load average
-before and after it) is appended to --json as the run ends, and one per recipe's summary when all have run. The learning rate is the preset's for every recipe: no idea is tuned, so a loss here is a lower bound on what
-that idea buys.
+Every recipe trains one preset's run (its model shape, batch, learning rate and schedule; by default
+cpu-tiny-shakespeare) for the same number of steps, so the same tokens, with each seed. The validation loss is
+recorded along the way with the training time spent to reach it (evaluation not counted). The target is `gpt2`'s
+final validation loss (the median over its seeds); for each recipe the report gives the tokens and the training
+seconds to reach it (median and range over the seeds, and in how many seeds it was reached at all) and its final
+validation loss minus its reference's (gpt2's; modern's for `modern -idea`), seed by seed. One JSON line per run
+(with its hardware record and the load average before and after it) is appended to --json as the run ends, and one
+per recipe's summary when all have run. The learning rate is the preset's for every recipe: no idea is tuned, so a
+loss here is a lower bound on what that idea buys.
 
     .venv/bin/python benchmarks/bench_recipes.py --recipes gpt2,modern,rope,muon --seeds 3
     .venv/bin/python benchmarks/bench_recipes.py --steps 10 --val-every 5 --seeds 2 --recipes gpt2,modern \
         --json /tmp/check.jsonl  # a check that it works (about 2 minutes on 2 cores), not a measurement
     .venv/bin/python benchmarks/bench_recipes.py --ablation --steps 120 --val-every 20 --seeds 3
+
+On a GPU, the same table for GPT-2 124M at the video's batch shape (FineWeb-Edu shards prepared first with
+`python -m gpt2lab prepare`; results/recipes-gpu.jsonl):
+
+    python benchmarks/bench_recipes.py --preset gpt2-124m-fineweb10b --recipes gpt2,modern --seeds 3 \
+        --steps 2000 --val-every 250
 
 --ablation trains gpt2, each idea added alone to it (`+rope`), modern, and modern with each idea taken out
 (`modern -rope`), and appends to results/recipes-ablation-cpu.jsonl: what each idea buys on its own, and what the
@@ -109,9 +116,10 @@ def summarize(runs: list[dict], baseline: str = "gpt2") -> list[dict]:
 
 
 def one_run(recipe: str, seed: int, args) -> dict:
-    cfg = get_preset(PRESET, recipe=recipe, seed=seed, max_steps=args.steps, val_every=args.val_every,
+    preset = getattr(args, "preset", PRESET)
+    cfg = get_preset(preset, recipe=recipe, seed=seed, max_steps=args.steps, val_every=args.val_every,
                      val_steps=args.val_steps, sample_every=0, checkpoint_every=0, log_every=10**9,
-                     warmup_steps=min(get_preset(PRESET).warmup_steps, max(1, args.steps // 10)),
+                     warmup_steps=min(get_preset(preset).warmup_steps, max(1, args.steps // 10)),
                      **({"autocast": args.autocast} if args.autocast else {}))
     with tempfile.TemporaryDirectory() as tmp:
         load_before, t0 = load_average(), time.perf_counter()
@@ -147,16 +155,27 @@ def main(argv=None) -> int:
                    help="in place of --recipes: gpt2, each idea alone on it, modern, modern without each idea "
                    "(default --json results/recipes-ablation-cpu.jsonl)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per recipe (default 3)")
-    p.add_argument("--steps", type=int, default=get_preset(PRESET).max_steps,
-                   help=f"optimizer steps per run, {get_preset(PRESET).total_batch:,} tokens each (default: the preset's)")
+    p.add_argument("--preset", default=PRESET, help=f"the training run every recipe trains (default {PRESET}; on a "
+                   "GPU: gpt2-124m-fineweb10b, GPT-2 124M at the video's batch, once its FineWeb-Edu shards are "
+                   "prepared, or gpu-tiny-shakespeare)")
+    p.add_argument("--steps", type=int, help=f"optimizer steps per run (default: the preset's; {PRESET}: "
+                   f"{get_preset(PRESET).max_steps:,} steps of {get_preset(PRESET).total_batch:,} tokens)")
     p.add_argument("--val-every", type=int, default=100, help="validation every N steps (default 100)")
-    p.add_argument("--val-steps", type=int, default=get_preset(PRESET).val_steps, help="micro-batches per validation")
+    p.add_argument("--val-steps", type=int, help="micro-batches per validation (default: the preset's)")
     p.add_argument("--autocast", choices=["none", "bf16"], help="override the preset's autocast (bf16)")
     p.add_argument("--json", metavar="PATH", help="append one JSON line per run and per recipe summary "
                    "(default results/recipes-cpu.jsonl, with --ablation results/recipes-ablation-cpu.jsonl)")
     args = p.parse_args(argv)
+    try:
+        preset = get_preset(args.preset)
+    except UserError as e:
+        print(f"bench_recipes: error: {e}", file=sys.stderr)
+        return 2
+    args.steps = preset.max_steps if args.steps is None else args.steps
+    args.val_steps = preset.val_steps if args.val_steps is None else args.val_steps
     if args.json is None:
-        args.json = f"results/recipes-{'ablation-' if args.ablation else ''}cpu.jsonl"
+        where = "cpu" if preset.device == "cpu" else "gpu"
+        args.json = f"results/recipes-{'ablation-' if args.ablation else ''}{where}.jsonl"
     try:
         if args.ablation:
             labelled = ablation_recipes()
@@ -172,10 +191,10 @@ def main(argv=None) -> int:
         for seed in range(args.seeds):  # seeds outermost: a load change on a shared machine hits every recipe
             for label, recipe in labelled:
                 run = one_run(recipe, seed, args)
-                runs.append({**run, "label": label, "started": started, "machine": platform.node(), "preset": PRESET})
+                runs.append({**run, "label": label, "started": started, "machine": platform.node(), "preset": args.preset})
                 append_json(args.json, runs[-1:])  # an interrupted sweep keeps every run it finished
                 print(f"{label} seed {seed}: final val {run['final_val']:.4f}, {run['wall_s']:.1f} s", flush=True)
-        summary = [{**s, "started": started, "preset": PRESET} for s in summarize(runs)]
+        summary = [{**s, "started": started, "preset": args.preset} for s in summarize(runs)]
     except UserError as e:
         print(f"bench_recipes: error: {e}", file=sys.stderr)
         return 2

@@ -440,3 +440,21 @@ def test_an_interrupted_sweep_keeps_the_runs_it_finished(monkeypatch, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         bench.main(["--recipes", "gpt2,rope,muon", "--seeds", "1", "--json", str(out)])
     assert [json.loads(ln)["recipe"] for ln in out.read_text().splitlines()] == ["gpt2", "rope"]
+
+
+def test_the_benchmark_trains_the_preset_it_is_given_and_refuses_an_unknown_one(monkeypatch, capsys, tmp_path):
+    bench = bench_module()
+    seen = []
+
+    def one_run(recipe, seed, args):
+        seen.append((args.preset, args.steps, args.val_steps))
+        return {"kind": "run", "recipe": recipe, "canonical": recipe, "seed": seed, "final_val": 5.0, "wall_s": 1.0,
+                "val": [[1, 100, 5.0, 1.0]]}
+
+    monkeypatch.setattr(bench, "one_run", one_run)
+    assert bench.main(["--recipes", "gpt2", "--seeds", "1", "--preset", "smoke", "--json", ""]) == 0
+    from gpt2lab.run.config import get_preset
+    assert seen == [("smoke", get_preset("smoke").max_steps, get_preset("smoke").val_steps)]  # the preset's defaults
+    assert bench.main(["--recipes", "gpt2", "--preset", "nope", "--json", ""]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown preset 'nope'" in err[0]
