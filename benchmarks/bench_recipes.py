@@ -13,7 +13,7 @@ loss here is a lower bound on what that idea buys.
     .venv/bin/python benchmarks/bench_recipes.py --recipes gpt2,modern,rope,muon --seeds 3
     .venv/bin/python benchmarks/bench_recipes.py --steps 10 --val-every 5 --seeds 2 --recipes gpt2,modern \
         --json /tmp/check.jsonl  # a check that it works (about 2 minutes on 2 cores), not a measurement
-    .venv/bin/python benchmarks/bench_recipes.py --ablation --steps 120 --val-every 20 --seeds 3
+    .venv/bin/python benchmarks/bench_recipes.py --ablation --steps 200 --val-every 20 --seeds 3
 
 On a GPU, the same table for GPT-2 124M at the video's batch shape (FineWeb-Edu shards prepared first with
 `python -m gpt2lab prepare`; results/recipes-gpu.jsonl):

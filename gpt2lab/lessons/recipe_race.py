@@ -29,7 +29,7 @@ SWEEP = Path("results/recipes-cpu.jsonl")
 SWEEP_COMMAND = "python benchmarks/bench_recipes.py --recipes gpt2,modern,rope,muon --seeds 3"
 # Each idea added alone to gpt2, and taken out of modern: what it buys, seed by seed.
 ABLATION = Path("results/recipes-ablation-cpu.jsonl")
-ABLATION_COMMAND = "python benchmarks/bench_recipes.py --ablation --steps 120 --val-every 20 --seeds 3"
+ABLATION_COMMAND = "python benchmarks/bench_recipes.py --ablation --steps 200 --val-every 20 --seeds 3"
 
 
 @dataclass
