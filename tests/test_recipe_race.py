@@ -129,3 +129,17 @@ def test_an_ablation_sweep_shows_each_recipe_against_its_reference_by_seed(tmp_p
     table = str(rr.sweep_table(rr.read_sweep(path)))
     assert "-0.050 [-0.080, +0.010] vs gpt2" in table and "reference" in table and "negative is better" in table
     assert "final val minus reference's, by seed" in table
+
+
+def test_the_ablation_is_read_idea_by_idea_from_the_sign_of_every_seed():
+    def row(recipe, lo, hi):
+        return {"recipe": recipe, "vs": "x", "delta_val": {"median": (lo + hi) / 2, "min": lo, "max": hi}}
+
+    sweep = rr.Sweep(path=None, started="", preset="p", runs=[], summaries=[
+        {"recipe": "gpt2", "delta_val": {}}, row("+rope", -0.2, -0.1), row("+muon", 0.1, 0.3),
+        row("+relu2", -0.1, 0.1), row("modern -rope", 0.05, 0.2), row("modern -softcap", -0.3, -0.01),
+        row("modern -untied", -0.01, 0.02)])
+    v = rr.ablation_verdicts(sweep)
+    assert v["helps alone"] == ["rope"] and v["hurts alone"] == ["muon"] and v["unclear alone"] == ["relu2"]
+    assert v["modern needs it"] == ["rope"] and v["modern is better without it"] == ["softcap"]
+    assert v["unclear in modern"] == ["untied"]

@@ -229,3 +229,23 @@ def sweep_table(sweep: Sweep) -> Table:
                  rows, caption=f"{sweep.path.name}, sweep of {sweep.started[:16].replace('T', ' ')}: preset "
                  f"{sweep.preset}, target {sweep.target:.4f} (gpt2's median final val loss); {sweep.hardware}; {load}",
                  notes=tuple(notes))
+
+
+def ablation_verdicts(sweep: Sweep) -> dict[str, list[str]]:
+    """The ablation read idea by idea: which ideas lowered the final loss in every seed, which raised it in every
+    seed, and which moved it both ways (this sweep cannot tell them from no change). `+idea` rows are read against
+    gpt2; `modern -idea` rows say what modern lost without the idea (a higher loss means the idea was helping)."""
+    out = {"helps alone": [], "hurts alone": [], "unclear alone": [],
+           "modern needs it": [], "modern is better without it": [], "unclear in modern": []}
+    for s in sweep.summaries:
+        d = s.get("delta_val")
+        if not d:
+            continue
+        if s["recipe"].startswith("+"):
+            key = "helps alone" if d["max"] < 0 else "hurts alone" if d["min"] > 0 else "unclear alone"
+            out[key].append(s["recipe"][1:])
+        elif s["recipe"].startswith("modern -"):
+            key = ("modern needs it" if d["min"] > 0 else "modern is better without it" if d["max"] < 0
+                   else "unclear in modern")
+            out[key].append(s["recipe"][len("modern -"):])
+    return out
