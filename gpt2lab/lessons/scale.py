@@ -75,7 +75,7 @@ def _cpu_lacks_bf16() -> bool:
 # many as do. 2-core CPUs differ by 3-4x at this preset (about 9,500 tokens/s on an AMD EPYC with avx512_bf16,
 # 2,700 on a Xeon without AMX), and the whole book should build in minutes on either (on a 2-core EPYC
 # the preset's 1,600 steps measured 122 ms each: 3.3 minutes, over a quarter of the book's 12-minute build).
-RUN_BUDGET_S = 90.0
+RUN_BUDGET_S = 75.0
 LEAST_STEPS = 200  # below this the loss is still in its first steep fall: the chapter would show little
 
 
