@@ -60,7 +60,7 @@ def test_committed_results_are_all_on_the_page():
     files = {p.relative_to(root) for p in root.rglob("*.json*")}
     sweeps = {p.relative_to(root) for p in results.sweep_files(root)}
     assert {r.path.relative_to(root) for r in ladders} | {m.path.relative_to(root) for m in others} | sweeps == files
-    assert sweeps == {Path("recipes-cpu.jsonl")}
+    assert sweeps == {Path("recipes-cpu.jsonl"), Path("recipes-ablation-cpu.jsonl")}
     by_machine = {r.machine: r for r in ladders}
     h200 = by_machine["NVIDIA H200"]
     assert h200.date == "2026-11-26" and "H200" in (h200.note or "")
