@@ -116,10 +116,9 @@ def summarize(runs: list[dict], baseline: str = "gpt2") -> list[dict]:
 
 
 def one_run(recipe: str, seed: int, args) -> dict:
-    preset = getattr(args, "preset", PRESET)
-    cfg = get_preset(preset, recipe=recipe, seed=seed, max_steps=args.steps, val_every=args.val_every,
+    cfg = get_preset(args.preset, recipe=recipe, seed=seed, max_steps=args.steps, val_every=args.val_every,
                      val_steps=args.val_steps, sample_every=0, checkpoint_every=0, log_every=10**9,
-                     warmup_steps=min(get_preset(preset).warmup_steps, max(1, args.steps // 10)),
+                     warmup_steps=min(get_preset(args.preset).warmup_steps, max(1, args.steps // 10)),
                      **({"autocast": args.autocast} if args.autocast else {}))
     with tempfile.TemporaryDirectory() as tmp:
         load_before, t0 = load_average(), time.perf_counter()

@@ -374,7 +374,8 @@ def test_each_benchmark_run_records_its_hardware_and_load(monkeypatch):
         (Path(out_dir) / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
 
     monkeypatch.setattr(bench, "train", fake_train)
-    run = bench.one_run("gpt2", 0, argparse.Namespace(steps=2, val_every=1, val_steps=1, autocast=None))
+    run = bench.one_run("gpt2", 0, argparse.Namespace(preset=bench.PRESET, steps=2, val_every=1, val_steps=1,
+                                                      autocast=None))
     assert run["hardware"]["device"] == "cpu" and run["hardware"]["cpu_count"] == os.cpu_count()
     assert len(run["load_avg"]) == 2 and all(x >= 0 for x in run["load_avg"])
     assert run["final_val"] == 4.0
@@ -455,6 +456,10 @@ def test_the_benchmark_trains_the_preset_it_is_given_and_refuses_an_unknown_one(
     assert bench.main(["--recipes", "gpt2", "--seeds", "1", "--preset", "smoke", "--json", ""]) == 0
     from gpt2lab.run.config import get_preset
     assert seen == [("smoke", get_preset("smoke").max_steps, get_preset("smoke").val_steps)]  # the preset's defaults
+    written = []
+    monkeypatch.setattr(bench, "append_json", lambda path, records: written.append(path))
+    assert bench.main(["--recipes", "gpt2", "--seeds", "1", "--preset", "gpt2-124m-fineweb10b"]) == 0
+    assert set(written) == {"results/recipes-gpu.jsonl"}  # a GPU preset's sweep does not land in the CPU file
     assert bench.main(["--recipes", "gpt2", "--preset", "nope", "--json", ""]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown preset 'nope'" in err[0]
