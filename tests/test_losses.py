@@ -198,3 +198,31 @@ def test_a_capped_gpt_trains_through_the_fused_cap_like_the_written_one():
     wanted = torch.autograd.grad(want, list(model.parameters()))
     for a, b in zip(got, wanted):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_capped_cross_entropy_leaves_its_logits_as_they_were(dtype):
+    from gpt2lab.engine.losses import capped_cross_entropy
+
+    torch.manual_seed(0)
+    z = torch.randn(40, 97, dtype=dtype) * 10  # 40 rows: more than one block on a CPU
+    before = z.clone()
+    capped_cross_entropy(z.requires_grad_(), torch.randint(0, 97, (40,)), 30.0).backward()
+    assert torch.equal(z.detach(), before)
+
+
+def test_capped_cross_entropy_bf16_gradient_is_the_float32_one_rounded_once():
+    """On a CPU the stored gradient has the logits' dtype; a loss weight (1/3: grad accumulation) is applied in
+    float32 before rounding, as the unfused path's float32 cross-entropy then cast back to bf16 does."""
+    from gpt2lab.engine.losses import capped_cross_entropy
+
+    torch.manual_seed(0)
+    z32 = torch.randn(70, 211) * 20
+    t = torch.randint(0, 211, (70,))
+    z16 = z32.bfloat16().requires_grad_()
+    (g16,) = torch.autograd.grad(capped_cross_entropy(z16, t, 30.0) / 3, z16)
+    z = z16.detach().float().requires_grad_()
+    (g32,) = torch.autograd.grad(capped_reference(z, t, 30.0)[0] / 3, z)
+    assert g16.dtype == torch.bfloat16
+    torch.testing.assert_close(g16.float(), g32, rtol=2 ** -7, atol=1e-7)  # bf16: 8 significant bits
+    assert g16.float().abs().max() > 1e-3
