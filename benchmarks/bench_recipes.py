@@ -5,12 +5,13 @@ cpu-tiny-shakespeare) for the same number of steps, so the same tokens, with eac
 recorded along the way with the training time spent to reach it (evaluation not counted). The target is `gpt2`'s
 final validation loss (the median over its seeds); for each recipe the report gives the tokens and the training
 seconds to reach it (median and range over the seeds, and in how many seeds it was reached at all) and its final
-validation loss minus its reference's (gpt2's; modern's for `modern -idea`), seed by seed. One JSON line per run
+validation loss minus its reference's (gpt2's; modern's for `modern -idea`), seed by seed, and its median time per
+step against gpt2's (each run's median step, the first left out; the median over seeds). One JSON line per run
 (with its hardware record and the load average before and after it) is appended to --json as the run ends, and one
 per recipe's summary when all have run. The learning rate is the preset's for every recipe: no idea is tuned, so a
 loss here is a lower bound on what that idea buys.
 
-    .venv/bin/python benchmarks/bench_recipes.py --recipes gpt2,modern,rope,muon --seeds 3
+    .venv/bin/python benchmarks/bench_recipes.py --recipes gpt2,modern --steps 400 --val-every 20 --seeds 3
     .venv/bin/python benchmarks/bench_recipes.py --steps 10 --val-every 5 --seeds 2 --recipes gpt2,modern \
         --json /tmp/check.jsonl  # a check that it works (about 2 minutes on 2 cores), not a measurement
     .venv/bin/python benchmarks/bench_recipes.py --ablation --steps 200 --val-every 20 --seeds 3
@@ -66,6 +67,12 @@ def curve(out_dir: Path, tokens_per_step: int) -> list[list[float]]:
             for v in read_log(out_dir, "val")]
 
 
+def step_ms(out_dir: Path) -> float:
+    """The median training step in ms, the first step (warm-up: allocations, compilation) left out."""
+    ms = [r["ms"] for r in sorted(read_log(out_dir, "train"), key=lambda r: r["step"])]
+    return statistics.median(ms[1:] or ms)
+
+
 def reach(points: list[list[float]], target: float) -> list[float] | None:
     """The first validation at or below `target` ([step, tokens, val, seconds]), or None."""
     return next((p for p in points if p[2] <= target), None)
@@ -111,8 +118,17 @@ def summarize(runs: list[dict], baseline: str = "gpt2") -> list[dict]:
                     "steps": spread([p[0] for p in hits]), "tokens": spread([p[1] for p in hits]),
                     "train_s": spread([p[3] for p in hits]), "final_val": spread([r["final_val"] for r in mine]),
                     "wall_s": spread([r["wall_s"] for r in mine]), "vs": ref,
+                    "step_ms": spread([r["step_ms"] for r in mine if "step_ms" in r]),
+                    "step_ratio": _ratio(runs, recipe, baseline),
                     "delta_val": spread(paired_deltas(runs, recipe, ref)) if ref else {}})
     return out
+
+
+def _ratio(runs: list[dict], label: str, baseline: str) -> float | None:
+    """Median step time of `label` over the baseline's, each the median over its seeds' median steps."""
+    med = lambda name: [r["step_ms"] for r in runs if _label(r) == name and "step_ms" in r]  # noqa: E731
+    mine, theirs = med(label), med(baseline)
+    return statistics.median(mine) / statistics.median(theirs) if mine and theirs else None
 
 
 def one_run(recipe: str, seed: int, args) -> dict:
@@ -125,9 +141,11 @@ def one_run(recipe: str, seed: int, args) -> dict:
         train(cfg, tmp, progress=False, echo=False)
         wall = time.perf_counter() - t0
         points = curve(Path(tmp), cfg.total_batch)
+        per_step = step_ms(Path(tmp))
     return {"kind": "run", "recipe": recipe, "canonical": canonical(recipe), "seed": seed, "steps": args.steps,
             "tokens_per_step": cfg.total_batch, "autocast": cfg.autocast, "val": points,
-            "final_val": points[-1][2], "wall_s": wall, "load_avg": [load_before, load_average()],
+            "final_val": points[-1][2], "step_ms": per_step, "wall_s": wall,
+            "load_avg": [load_before, load_average()],
             "hardware": hardware_record(cfg.device)}
 
 
@@ -135,13 +153,14 @@ def report(summary: list[dict]) -> str:
     fmt = lambda s, unit="": f"{s['median']:,.0f}{unit} [{s['min']:,.0f}-{s['max']:,.0f}]" if s else "-"  # noqa: E731
     lines = [f"target: gpt2's final val loss {summary[0]['target']:.4f} (median over its seeds)",
              f"{'recipe':<22} {'reached':>7} {'tokens to target':>26} {'train s to target':>20} {'final val':>22}"
-             f"  {'final val minus reference, by seed':>34}"]
+             f"  {'ms per step':>20} {'x gpt2':>6}  {'final val minus reference, by seed':>34}"]
     for s in summary:
         final, d = s["final_val"], s.get("delta_val")
         delta = f"{d['median']:+.4f} [{d['min']:+.3f} to {d['max']:+.3f}] vs {s['vs']}" if d else ""
+        ratio = f"{s['step_ratio']:.2f}" if s.get("step_ratio") else "-"
         lines.append(f"{s['recipe']:<22} {s['reached']:>3}/{s['seeds']:<3} {fmt(s['tokens']):>26} "
                      f"{fmt(s['train_s'], ' s'):>20} {final['median']:>8.4f} [{final['min']:.3f}-{final['max']:.3f}]"
-                     f"  {delta:>34}")
+                     f"  {fmt(s.get('step_ms')):>20} {ratio:>6}  {delta:>34}")
     return "\n".join(lines)
 
 

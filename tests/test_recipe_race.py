@@ -131,6 +131,18 @@ def test_an_ablation_sweep_shows_each_recipe_against_its_reference_by_seed(tmp_p
     assert "final val minus reference's, by seed" in table
 
 
+def test_a_sweep_with_step_times_shows_them_against_gpt2s(tmp_path):
+    lines = sweep_lines("2026-12-02T10:00:00+00:00", 5.0)
+    lines[1].update(step_ms={"median": 150.0, "min": 140.0, "max": 161.0}, step_ratio=1.0)
+    lines[2].update(step_ms={"median": 171.0, "min": 165.0, "max": 180.0}, step_ratio=1.14)
+    path = tmp_path / "recipes-cpu.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    table = str(rr.sweep_table(rr.read_sweep(path)))
+    assert "ms per step (x gpt2)" in table and "171 [165-180] (x1.14)" in table and "150 [140-161] (x1.00)" in table
+    path.write_text("".join(json.dumps(r) + "\n" for r in sweep_lines("2026-12-02T10:00:00+00:00", 5.0)))
+    assert "ms per step" not in str(rr.sweep_table(rr.read_sweep(path)))  # an older sweep: no empty column
+
+
 def test_the_ablation_is_read_idea_by_idea_from_the_sign_of_every_seed():
     def row(recipe, lo, hi):
         return {"recipe": recipe, "vs": "x", "delta_val": {"median": (lo + hi) / 2, "min": lo, "max": hi}}

@@ -378,7 +378,24 @@ def test_each_benchmark_run_records_its_hardware_and_load(monkeypatch):
                                                       autocast=None))
     assert run["hardware"]["device"] == "cpu" and run["hardware"]["cpu_count"] == os.cpu_count()
     assert len(run["load_avg"]) == 2 and all(x >= 0 for x in run["load_avg"])
-    assert run["final_val"] == 4.0
+    assert run["final_val"] == 4.0 and run["step_ms"] == 10.0  # one step: nothing to leave out
+
+
+def test_the_benchmark_times_a_step_without_the_first_and_compares_it_with_gpt2s(tmp_path):
+    import json
+
+    bench = bench_module()
+    log = [{"type": "train", "step": s, "loss": 5.0, "ms": ms} for s, ms in enumerate([900.0, 10.0, 30.0, 20.0])]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    assert bench.step_ms(tmp_path) == 20.0  # the warm-up step's 900 ms is not a step's time
+    run = lambda label, seed, ms: {"canonical": label, "label": label, "seed": seed, "final_val": 5.0,  # noqa: E731
+                                   "wall_s": 1.0, "step_ms": ms, "val": [[4, 400, 5.0, 4.0]]}
+    runs = [run("gpt2", 0, 100.0), run("gpt2", 1, 120.0), run("gpt2", 2, 110.0),
+            run("modern", 0, 130.0), run("modern", 1, 160.0), run("modern", 2, 121.0)]
+    gpt2, modern = bench.summarize(runs)
+    assert gpt2["step_ratio"] == 1.0 and modern["step_ms"] == {"median": 130.0, "min": 121.0, "max": 160.0}
+    assert abs(modern["step_ratio"] - 130.0 / 110.0) < 1e-12
+    assert "1.18" in bench.report([gpt2, modern])
 
 
 def test_the_ablation_adds_each_idea_alone_and_removes_each_from_modern():

@@ -26,7 +26,7 @@ from gpt2lab.run.train import read_log, train
 # of an Intel Xeon, so about a minute for both.
 RACE = {"smoke": (8, 2), "cpu": (120, 20), "gpu": (100, 10)}
 SWEEP = Path("results/recipes-cpu.jsonl")
-SWEEP_COMMAND = "python benchmarks/bench_recipes.py --recipes gpt2,modern,rope,muon --seeds 3"
+SWEEP_COMMAND = "python benchmarks/bench_recipes.py --recipes gpt2,modern --steps 400 --val-every 20 --seeds 3"
 # Each idea added alone to gpt2, and taken out of modern: what it buys, seed by seed.
 ABLATION = Path("results/recipes-ablation-cpu.jsonl")
 ABLATION_COMMAND = "python benchmarks/bench_recipes.py --ablation --steps 200 --val-every 20 --seeds 3"
@@ -218,17 +218,29 @@ def sweep_table(sweep: Sweep) -> Table:
     paired = any(s.get("delta_val") for s in sweep.summaries)
     last = (_delta, "final val minus reference's, by seed") if paired else (
         lambda s: _spread(s["final_val"], ".3f"), "final val")
+    timed = any(s.get("step_ms") for s in sweep.summaries)  # sweeps from before step times were recorded: none
     rows = [[s["recipe"], f"{s['reached']}/{s['seeds']}", _spread(s["tokens"]), _spread(s["train_s"], ".1f", " s"),
-             last[0](s)] for s in sweep.summaries]
+             *([_step_time(s)] if timed else []), last[0](s)] for s in sweep.summaries]
     load = f"load average up to {sweep.load:.1f}" if sweep.load is not None else "load not recorded"
     notes = ["median [min-max] over the seeds that reached the target"]
     if paired:
         notes.append("last column: median [min, max] over seeds of (this recipe's final val loss - the reference's "
                      "with the same seed); negative is better")
-    return Table(["recipe", "seeds reaching the target", "tokens to target", "training s to target", last[1]],
+    if timed:
+        notes.append("ms per step: median over seeds of each run's median training step (its first left out); "
+                     "x gpt2: that median over gpt2's")
+    return Table(["recipe", "seeds reaching the target", "tokens to target", "training s to target",
+                  *(["ms per step (x gpt2)"] if timed else []), last[1]],
                  rows, caption=f"{sweep.path.name}, sweep of {sweep.started[:16].replace('T', ' ')}: preset "
                  f"{sweep.preset}, target {sweep.target:.4f} (gpt2's median final val loss); {sweep.hardware}; {load}",
                  notes=tuple(notes))
+
+
+def _step_time(summary: dict) -> str:
+    ms, ratio = summary.get("step_ms"), summary.get("step_ratio")
+    if not ms:
+        return "-"
+    return f"{ms['median']:.0f} [{ms['min']:.0f}-{ms['max']:.0f}]" + (f" (x{ratio:.2f})" if ratio else "")
 
 
 def ablation_verdicts(sweep: Sweep) -> dict[str, list[str]]:
