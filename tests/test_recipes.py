@@ -80,9 +80,9 @@ def test_the_gpt2_recipe_is_the_old_model_bit_for_bit():
 
 def rotated_at(rotary: Rotary, x: torch.Tensor, t: int) -> torch.Tensor:
     """The vector x (head_dim,) as Rotary turns it at position t."""
-    seq = torch.zeros(1, 1, t + 1, x.numel(), dtype=x.dtype)
-    seq[0, 0, t] = x
-    return rotary(seq)[0, 0, t]
+    seq = torch.zeros(1, t + 1, 2, 3, x.numel(), dtype=x.dtype)  # (B, T, queries and keys, heads, head_dim)
+    seq[0, t, 1, 2] = x
+    return rotary(seq)[0, t, 1, 2]
 
 
 def test_rope_scores_depend_only_on_relative_position():

@@ -126,9 +126,10 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos().float(), persistent=False)
         self.register_buffer("sin", angles.sin().float(), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, n_head, T, head_dim)
-        T, half = x.size(-2), x.size(-1) // 2
-        cos, sin = self.cos[:T].to(x.dtype), self.sin[:T].to(x.dtype)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, ..., head_dim): any head dimensions after T
+        T, half = x.size(1), x.size(-1) // 2
+        at = (T, *[1] * (x.dim() - 3), half)  # the angles broadcast over the head dimensions
+        cos, sin = self.cos[:T].view(at).to(x.dtype), self.sin[:T].view(at).to(x.dtype)
         x1, x2 = x[..., :half], x[..., half:]
         return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
@@ -147,13 +148,20 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        # (B, T, C) -> (B, n_head, T, head_dim): heads become a batch dimension
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        if self.qk_norm:  # every query and key row to unit root mean square, no gain
-            q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
-        if self.rotary is not None:
-            q, k = self.rotary(q), self.rotary(k)
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)
+        if self.qk_norm or self.rotary is not None:
+            # queries and keys side by side, (B, T, 2, n_head, head_dim): normed and rotated in one pass each
+            # rather than two (a small model's step is many small operations; each costs its overhead)
+            qk = qkv[:, :, :2]
+            if self.qk_norm:  # every query and key row to unit root mean square, no gain
+                qk = F.rms_norm(qk, (qk.size(-1),))
+            if self.rotary is not None:
+                qk = self.rotary(qk)
+            (q, k), v = qk.unbind(2), qkv[:, :, 2]
+        else:
+            q, k, v = qkv.unbind(2)
+        # (B, T, n_head, head_dim) -> (B, n_head, T, head_dim): heads become a batch dimension
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if self.attn == "flash":
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:

@@ -66,7 +66,7 @@ def position_scores(head_dim: int = 32, length: int = 24, seed: int = 0) -> dict
     table = torch.randn(length, head_dim, generator=g, dtype=torch.float64)  # a position table
     learned = (q + table) @ (k + table).T
     rotary = Rotary(head_dim, length).double()
-    qs, ks = (rotary(v.expand(1, 1, length, head_dim))[0, 0] for v in (q, k))
+    qs, ks = (rotary(v.expand(1, length, 1, head_dim))[0, :, 0] for v in (q, k))  # (B, T, heads, head_dim)
     return {"learned table (GPT-2)": learned, "rotary (RoPE)": qs @ ks.T}
 
 
