@@ -6,7 +6,7 @@ recorded along the way with the training time spent to reach it (evaluation not 
 final validation loss (the median over its seeds); for each recipe the report gives the tokens and the training
 seconds to reach it (median and range over the seeds, and in how many seeds it was reached at all) and its final
 validation loss minus its reference's (gpt2's; modern's for `modern -idea`), seed by seed, and its median time per
-step against gpt2's (each run's median step, the first left out; the median over seeds). One JSON line per run
+step against gpt2's (each run's median step, the first left out, over gpt2's with the same seed). One JSON line per run
 (with its hardware record and the load average before and after it) is appended to --json as the run ends, and one
 per recipe's summary when all have run. The learning rate is the preset's for every recipe: no idea is tuned, so a
 loss here is a lower bound on what that idea buys.
@@ -124,11 +124,13 @@ def summarize(runs: list[dict], baseline: str = "gpt2") -> list[dict]:
     return out
 
 
-def _ratio(runs: list[dict], label: str, baseline: str) -> float | None:
-    """Median step time of `label` over the baseline's, each the median over its seeds' median steps."""
-    med = lambda name: [r["step_ms"] for r in runs if _label(r) == name and "step_ms" in r]  # noqa: E731
-    mine, theirs = med(label), med(baseline)
-    return statistics.median(mine) / statistics.median(theirs) if mine and theirs else None
+def _ratio(runs: list[dict], label: str, baseline: str) -> dict:
+    """Step time over the baseline's, seed by seed (each run's median step): the two runs of a seed are trained
+    back to back, so a machine that speeds up or slows down between seeds moves both alike."""
+    by_seed = lambda name: {r["seed"]: r["step_ms"] for r in runs  # noqa: E731
+                            if _label(r) == name and "step_ms" in r and "seed" in r}
+    mine, theirs = by_seed(label), by_seed(baseline)
+    return spread([mine[s] / theirs[s] for s in sorted(mine) if s in theirs])
 
 
 def one_run(recipe: str, seed: int, args) -> dict:
@@ -153,14 +155,15 @@ def report(summary: list[dict]) -> str:
     fmt = lambda s, unit="": f"{s['median']:,.0f}{unit} [{s['min']:,.0f}-{s['max']:,.0f}]" if s else "-"  # noqa: E731
     lines = [f"target: gpt2's final val loss {summary[0]['target']:.4f} (median over its seeds)",
              f"{'recipe':<22} {'reached':>7} {'tokens to target':>26} {'train s to target':>20} {'final val':>22}"
-             f"  {'ms per step':>20} {'x gpt2':>6}  {'final val minus reference, by seed':>34}"]
+             f"  {'ms per step':>20} {'x gpt2, by seed':>17}  {'final val minus reference, by seed':>34}"]
     for s in summary:
         final, d = s["final_val"], s.get("delta_val")
         delta = f"{d['median']:+.4f} [{d['min']:+.3f} to {d['max']:+.3f}] vs {s['vs']}" if d else ""
-        ratio = f"{s['step_ratio']:.2f}" if s.get("step_ratio") else "-"
+        r = s.get("step_ratio")
+        ratio = f"{r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}]" if r else "-"
         lines.append(f"{s['recipe']:<22} {s['reached']:>3}/{s['seeds']:<3} {fmt(s['tokens']):>26} "
                      f"{fmt(s['train_s'], ' s'):>20} {final['median']:>8.4f} [{final['min']:.3f}-{final['max']:.3f}]"
-                     f"  {fmt(s.get('step_ms')):>20} {ratio:>6}  {delta:>34}")
+                     f"  {fmt(s.get('step_ms')):>20} {ratio:>17}  {delta:>34}")
     return "\n".join(lines)
 
 

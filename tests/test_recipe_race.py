@@ -133,8 +133,8 @@ def test_an_ablation_sweep_shows_each_recipe_against_its_reference_by_seed(tmp_p
 
 def test_a_sweep_with_step_times_shows_them_against_gpt2s(tmp_path):
     lines = sweep_lines("2026-12-02T10:00:00+00:00", 5.0)
-    lines[1].update(step_ms={"median": 150.0, "min": 140.0, "max": 161.0}, step_ratio=1.0)
-    lines[2].update(step_ms={"median": 171.0, "min": 165.0, "max": 180.0}, step_ratio=1.14)
+    lines[1].update(step_ms={"median": 150.0, "min": 140.0, "max": 161.0}, step_ratio={"median": 1.0, "min": 1.0, "max": 1.0})
+    lines[2].update(step_ms={"median": 171.0, "min": 165.0, "max": 180.0}, step_ratio={"median": 1.14, "min": 1.1, "max": 1.2})
     path = tmp_path / "recipes-cpu.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     table = str(rr.sweep_table(rr.read_sweep(path)))

@@ -228,7 +228,7 @@ def sweep_table(sweep: Sweep) -> Table:
                      "with the same seed); negative is better")
     if timed:
         notes.append("ms per step: median over seeds of each run's median training step (its first left out); "
-                     "x gpt2: that median over gpt2's")
+                     "x gpt2: the median over seeds of its step time over gpt2's with the same seed")
     return Table(["recipe", "seeds reaching the target", "tokens to target", "training s to target",
                   *(["ms per step (x gpt2)"] if timed else []), last[1]],
                  rows, caption=f"{sweep.path.name}, sweep of {sweep.started[:16].replace('T', ' ')}: preset "
@@ -240,7 +240,7 @@ def _step_time(summary: dict) -> str:
     ms, ratio = summary.get("step_ms"), summary.get("step_ratio")
     if not ms:
         return "-"
-    return f"{ms['median']:.0f} [{ms['min']:.0f}-{ms['max']:.0f}]" + (f" (x{ratio:.2f})" if ratio else "")
+    return f"{ms['median']:.0f} [{ms['min']:.0f}-{ms['max']:.0f}]" + (f" (x{ratio['median']:.2f})" if ratio else "")
 
 
 def ablation_verdicts(sweep: Sweep) -> dict[str, list[str]]:
