@@ -49,10 +49,10 @@ def test_verdict_says_so_when_the_target_was_not_reached(tmp_path):
 
 
 def test_race_config_keeps_the_preset_and_sets_the_recipe():
-    from gpt2lab.lessons.scale import pick_scale
+    from gpt2lab.lessons.scale import SCALES, pick_scale
 
-    for name in ("smoke", "cpu"):
-        scale = pick_scale({"GPT2LAB_SCALE": name})
+    for name in ("smoke", "cpu", "gpu"):  # gpu: the table itself, as pick_scale refuses it without a CUDA device
+        scale = pick_scale({"GPT2LAB_SCALE": name}) if name != "gpu" else SCALES["gpu"]
         cfg = rr.race_config(scale, "modern")
         steps, every = rr.RACE[name]
         assert (cfg.recipe, cfg.max_steps, cfg.val_every, cfg.sample_every, cfg.checkpoint_every) == \

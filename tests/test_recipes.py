@@ -309,6 +309,36 @@ def test_a_run_saves_its_recipe_refuses_another_on_resume_and_loads_for_sampling
     assert checkpoint.load_model(out).config.mlp_act == "relu2"  # what `hellaswag --checkpoint` loads
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["gpt2", *IDEAS, "modern"])
+def test_every_recipe_trains_resumes_bit_exactly_samples_and_scores_hellaswag(recipe, shakespeare, tmp_path, capsys):
+    from gpt2lab.cli.main import main
+    from gpt2lab.run import checkpoint, hellaswag
+    from gpt2lab.run.train import read_log
+
+    straight, pieces = tmp_path / "straight", tmp_path / "pieces"
+    assert main(run_args(shakespeare, straight, "--recipe", recipe)) == 0
+    assert main(run_args(shakespeare, pieces, "--recipe", recipe, "--stop-after", "2")) == 0
+    assert checkpoint.peek(checkpoint.latest(pieces))["step"] == 2
+    assert main(["train", "--out-dir", str(pieces), "--resume", "--no-progress"]) == 0
+    records = lambda out: [(r["step"], r["loss"], r["lr"]) for r in read_log(out)]  # noqa: E731
+    assert records(pieces) == records(straight) and len(records(straight)) == 4  # bit for bit on CPU
+    a, b = checkpoint.load_model(straight).state_dict(), checkpoint.load_model(pieces).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    capsys.readouterr()
+
+    assert main(["sample", "--checkpoint", str(pieces), "--prompt", "ROMEO:", "--tokens", "3", "--num-samples",
+                 "1"]) == 0
+    assert "ROMEO:" in capsys.readouterr().out
+    result = tmp_path / "hellaswag.json"
+    assert main(["hellaswag", "--checkpoint", str(pieces), "--data", str(hellaswag.sample_path()), "--limit", "4",
+                 "--device", "cpu", "--json", str(result)]) == 0
+    import json
+
+    scored = json.loads(result.read_text())
+    assert scored["n"] == 4 and 0 <= scored["correct_norm"] <= 4
+
+
 def test_the_cli_refuses_an_unknown_recipe_in_one_line(tmp_path, capsys):
     from gpt2lab.cli.main import main
 
