@@ -312,6 +312,8 @@ def test_a_run_saves_its_recipe_refuses_another_on_resume_and_loads_for_sampling
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["gpt2", *IDEAS, "modern"])
 def test_every_recipe_trains_resumes_bit_exactly_samples_and_scores_hellaswag(recipe, shakespeare, tmp_path, capsys):
+    import json
+
     from gpt2lab.cli.main import main
     from gpt2lab.run import checkpoint, hellaswag
     from gpt2lab.run.train import read_log
@@ -333,8 +335,6 @@ def test_every_recipe_trains_resumes_bit_exactly_samples_and_scores_hellaswag(re
     result = tmp_path / "hellaswag.json"
     assert main(["hellaswag", "--checkpoint", str(pieces), "--data", str(hellaswag.sample_path()), "--limit", "4",
                  "--device", "cpu", "--json", str(result)]) == 0
-    import json
-
     scored = json.loads(result.read_text())
     assert scored["n"] == 4 and 0 <= scored["correct_norm"] <= 4
 
